@@ -1,0 +1,143 @@
+/*
+ * Internal numeric kernels of pkgnet (not part of the public C API: the
+ * linker script exports only pkgnet_* symbols, so everything here is pkk_*).
+ *
+ * Activation layout: channel-major over a micro-batch of B cubes,
+ * x[c][b][h][w], i.e. a [C][B*H*W] matrix. A convolution is then one GEMM
+ * per column tile for the whole micro-batch (weights [Cout][Cin*k*k] times
+ * im2col [Cin*k*k][B*Ho*Wo]), small 4x4 maps batch into wide GEMMs, and a
+ * channel concatenation is two adjacent channel ranges of one buffer.
+ */
+#ifndef PKGNET_KERNELS_H
+#define PKGNET_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- error slot: the message of the last failure on this thread ---- */
+void pkk_set_error(const char *message);
+const char *pkk_last_error(void);
+
+/* ---- runtime: BLAS, OpenMP, threads ---- */
+
+/* Loads the BLAS once per process (thread-safe). Picks the OpenBLAS core type
+ * from cpuid before loading, routes OpenBLAS's OpenMP calls to the LLVM libomp
+ * that pkgnet uses. Returns 0, or -1 with the error slot set. */
+int pkk_runtime_init(void);
+
+/* Human-readable description of the CPU features, BLAS library and core type,
+ * OpenMP runtime and default thread count. Static string. */
+const char *pkk_system_info(void);
+
+/* Number of threads used when the caller asks for 0 (CPUs available to the process). */
+int pkk_default_threads(void);
+
+/* Applies a thread count to the calling thread's OpenMP ICV and to the BLAS.
+ * Must be called by every scoring call (omp_set_num_threads is per thread). */
+void pkk_set_threads(int threads);
+
+/* Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C.
+ * op(A) is M x K, op(B) is K x N. pkk_runtime_init must have succeeded. */
+void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+               const float *a, int lda, const float *b, int ldb, float beta,
+               float *c, int ldc);
+
+/* ---- convolution layers ---- */
+
+/* Floats of scratch a conv2d needs to process `cols` output columns per tile. */
+size_t pkk_conv2d_scratch_floats(int cin, int groups, int kernel, int cols);
+
+/*
+ * y = act(conv(x, weight) + bias [+ residual])
+ *   x        [cin][batch][h][w]
+ *   weight   [cout][cin/groups][kernel][kernel] (BatchNorm already folded in)
+ *   bias     [cout] or NULL
+ *   residual [cout][batch][ho][wo] or NULL (added before the activation)
+ *   y        [cout][batch][ho][wo], ho = (h + 2*pad - kernel)/stride + 1
+ *   relu     nonzero: max(0, .)
+ * scratch holds the im2col tile: the kernel processes as many output columns
+ * per GEMM as fit into scratch_floats (at least one column must fit; a 1x1
+ * stride-1 ungrouped conv needs none). OpenMP-parallel, BLAS for the GEMMs.
+ */
+void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
+                const float *weight, const float *bias, int cout,
+                int kernel, int stride, int pad, int groups,
+                const float *residual, int relu,
+                float *y, float *scratch, size_t scratch_floats);
+
+/* Floats of scratch a conv_transpose2d needs for `cols` input columns per tile. */
+size_t pkk_conv_transpose2d_scratch_floats(int cout, int kernel, int cols);
+
+/*
+ * PyTorch ConvTranspose2d (groups 1, dilation 1):
+ *   x      [cin][batch][h][w]
+ *   weight [cin][cout][kernel][kernel] (PyTorch layout)
+ *   bias   [cout] or NULL
+ *   y      [cout][batch][ho][wo], ho = (h-1)*stride - 2*pad + kernel + output_padding
+ * Computed as a GEMM (weight^T times x) then a col2im scatter-add.
+ */
+void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
+                          const float *weight, const float *bias, int cout,
+                          int kernel, int stride, int pad, int output_padding,
+                          float *y, float *scratch, size_t scratch_floats);
+
+/* Max pooling with implicit -inf padding (PyTorch MaxPool2d, floor mode):
+ *   x [c][batch][h][w] -> y [c][batch][ho][wo], ho = (h + 2*pad - kernel)/stride + 1 */
+void pkk_maxpool2d(const float *x, int c, int batch, int h, int w,
+                   int kernel, int stride, int pad, float *y);
+
+/* ---- inputs ---- */
+
+/*
+ * Cube frames to the channel-major layout, scaled to [0,1]:
+ *   cubes uint8 [n][5][32][32][channels] (HWC)
+ *   dst   [frames*channels][n][32][32], channel index f*channels + c holds
+ *         frame first_frame + f, colour c.
+ */
+void pkk_unpack_u8_cubes(const uint8_t *cubes, int n, int channels,
+                         int first_frame, int frames, float *dst);
+
+/* As pkk_unpack_u8_cubes for float cubes [n][5*channels][32][32] (already in [0,1]). */
+void pkk_unpack_f32_cubes(const float *cubes, int n, int channels,
+                          int first_frame, int frames, float *dst);
+
+/* Index of the first non-finite value among n floats, or -1. */
+long pkk_first_nonfinite(const float *x, size_t n);
+
+/*
+ * Teacher input from the target frame:
+ *   src [src_channels][plane]           (plane = batch*32*32)
+ *   dst [3][plane], dst[i] = (src[source_channel[i]] - mean[i]) / std[i]
+ */
+void pkk_teacher_input(const float *src, size_t plane, const int source_channel[3],
+                       const float mean[3], const float std[3], float *dst);
+
+/* ---- scores ---- */
+
+/*
+ * Prediction error per cube:
+ *   pred, target [c][batch][hw]
+ *   error[b] = mean over c and hw of (pred - target)^2
+ *   map[b][hw] (optional, may be NULL) = mean over c of (pred - target)^2
+ */
+void pkk_prediction_error(const float *pred, const float *target, int c, int batch, int hw,
+                          float *error, float *map);
+
+/*
+ * Feature inconsistency per cube:
+ *   s, t [c][batch][hw] (student and teacher features)
+ *   cos at a position = <s,t> / (max(|s|, 1e-8) * max(|t|, 1e-8)) along channels
+ *   score[b] = mean over hw of (1 - cos); map[b][hw] (optional) = 1 - cos
+ */
+void pkk_inconsistency(const float *s, const float *t, int c, int batch, int hw,
+                       float *score, float *map);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PKGNET_KERNELS_H */

@@ -1,0 +1,190 @@
+/*
+ * pkgnet.h - video anomaly scoring with PKG-Net (Prior Knowledge Guided Network).
+ *
+ * One self-contained header for libpkgnet.so. A model file (safetensors, see
+ * docs/model-format.md) holds a student U-Net that predicts the next 32x32 crop
+ * of an object from its 4 past crops, and a frozen teacher CNN whose features
+ * the student imitates. An object cube (the same box cropped from 5
+ * consecutive frames) scores high when the student predicts its newest crop
+ * badly (prediction error) or disagrees with the teacher (inconsistency).
+ *
+ * Usage:
+ *
+ *     #include <pkgnet.h>
+ *
+ *     pkgnet_model *model = NULL;
+ *     if (pkgnet_model_load("model.safetensors", &model) != PKGNET_OK) {
+ *         fprintf(stderr, "%s\n", pkgnet_last_error());
+ *         return 1;
+ *     }
+ *     pkgnet_session *session = NULL;
+ *     pkgnet_session_create(model, 0, &session);   // 0 threads = default
+ *
+ *     // n cubes of 5 frames (oldest first), 32x32, HWC, channels of the model
+ *     float combined[n];
+ *     pkgnet_outputs out = {0};
+ *     out.capacity = n;
+ *     out.combined = combined;
+ *     if (pkgnet_score_u8(session, cubes, n, n * 5 * 32 * 32 * 3, &out) != PKGNET_OK)
+ *         fprintf(stderr, "%s\n", pkgnet_last_error());
+ *
+ *     pkgnet_session_free(session);
+ *     pkgnet_model_free(model);
+ *
+ * Errors: every fallible call returns a pkgnet_status (PKGNET_OK = 0). The
+ * message of the last failed call on the calling thread is pkgnet_last_error().
+ * No call aborts or exits the process on bad input.
+ *
+ * Threads: a pkgnet_model is immutable once loaded and may be shared by any
+ * number of threads. A pkgnet_session holds scratch memory and is used by one
+ * thread at a time (a second concurrent call on the same session returns
+ * PKGNET_ERR_BUSY); create one session per thread. A session keeps its model
+ * alive: the model may be freed before its sessions.
+ */
+#ifndef PKGNET_H
+#define PKGNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PKGNET_VERSION_MAJOR 0
+#define PKGNET_VERSION_MINOR 1
+#define PKGNET_VERSION_PATCH 0
+#define PKGNET_VERSION_STRING "0.1.0"
+
+/* Side of the square crops the networks take. */
+#define PKGNET_CROP_SIZE 32
+/* Frames in one object cube: 4 past frames and the frame to predict. */
+#define PKGNET_CUBE_FRAMES 5
+/* Largest number of distilled student/teacher feature pairs of a model. */
+#define PKGNET_MAX_PAIRS 4
+
+typedef enum pkgnet_status {
+    PKGNET_OK = 0,
+    PKGNET_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, bad count or size, non-finite input */
+    PKGNET_ERR_IO = 2,               /* a file could not be opened, read or mapped */
+    PKGNET_ERR_FORMAT = 3,           /* a model file is malformed (header, JSON, offsets) */
+    PKGNET_ERR_UNSUPPORTED = 4,      /* well-formed but not supported (version, dtype, arch) */
+    PKGNET_ERR_MODEL_MISMATCH = 5,   /* tensors missing, extra or of the wrong shape */
+    PKGNET_ERR_OUT_OF_MEMORY = 6,    /* an allocation failed */
+    PKGNET_ERR_BACKEND = 7,          /* the BLAS or OpenMP runtime could not be loaded */
+    PKGNET_ERR_BUSY = 8,             /* the session is in use by another thread */
+    PKGNET_ERR_INTERNAL = 9          /* a bug in pkgnet: please report it */
+} pkgnet_status;
+
+/* A loaded model: immutable, shareable across threads. */
+typedef struct pkgnet_model pkgnet_model;
+/* Per-thread scratch for scoring with one model. */
+typedef struct pkgnet_session pkgnet_session;
+
+/* What a model file describes. Strings point into the model and live as long as it. */
+typedef struct pkgnet_model_info {
+    int k;                    /* downsampling kind of the student: 1 (strided conv) or 2 (maxpool) */
+    int width;                /* base width w of the student */
+    int channels;             /* C: 3 (colour) or 1 (grey) */
+    int input_frames;         /* frames the student sees: 4 (task "pred") or 1 (task "recon") */
+    int pairs;                /* distilled feature pairs K */
+    int pair_size[PKGNET_MAX_PAIRS]; /* side of pair j's feature map (4 for 4x4, 8 for 8x8) */
+    const char *task;         /* "pred" or "recon" */
+    const char *teacher;      /* "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2" */
+    const char *channel_order;/* "bgr" or "rgb": the order cube channels are in */
+} pkgnet_model_info;
+
+/*
+ * Where scores go. Set the pointers you want and leave the others NULL; each
+ * array holds `capacity` cubes' worth of values, and capacity must be at least
+ * the number of cubes scored. Values are written cube by cube, so after an
+ * error the cubes before the failing one hold their scores.
+ */
+typedef struct pkgnet_outputs {
+    size_t capacity;           /* cubes each non-NULL array has room for */
+    float *prediction_error;   /* [n]: S_e, mean squared error over C,H,W */
+    float *inconsistency;      /* [n][pairs]: S_c^j, mean over positions of 1 - cosine */
+    float *combined;           /* [n]: sum of weighted, normalised components */
+    float *prediction;         /* [n][C][32][32]: the predicted frame, in [0,1] scale */
+    float *error_map;          /* [n][32][32]: squared error averaged over channels */
+    float *inconsistency_map[PKGNET_MAX_PAIRS]; /* [n][s][s] for pair j, s = pair_size[j] */
+} pkgnet_outputs;
+
+/* Library version, e.g. "0.1.0". Returns a static string. */
+const char *pkgnet_version(void);
+
+/*
+ * Which kernels run: CPU features, the BLAS library and core type, OpenMP
+ * runtime and default thread count. Loads the BLAS if not loaded yet.
+ * Returns a static, NUL-terminated string (never NULL).
+ */
+const char *pkgnet_system_info(void);
+
+/* Returns a static name for a status, e.g. "PKGNET_ERR_FORMAT". */
+const char *pkgnet_status_name(pkgnet_status status);
+
+/*
+ * Returns the message of the last call on this thread that did not return
+ * PKGNET_OK, or "" if there was none. Valid until the next pkgnet call on this
+ * thread.
+ */
+const char *pkgnet_last_error(void);
+
+/*
+ * Loads a model file (memory-mapped while loading).
+ * Returns PKGNET_OK and sets *model, or an error status with *model = NULL.
+ */
+pkgnet_status pkgnet_model_load(const char *path, pkgnet_model **model);
+
+/*
+ * Loads a model from a safetensors image in memory; the bytes are copied as
+ * needed, so `data` may be freed once this returns.
+ * Returns PKGNET_OK and sets *model, or an error status with *model = NULL.
+ */
+pkgnet_status pkgnet_model_load_from_memory(const void *data, size_t size, pkgnet_model **model);
+
+/* Releases a model (sessions keep their own reference). NULL is accepted. */
+void pkgnet_model_free(pkgnet_model *model);
+
+/* Describes a model. Returns PKGNET_OK, or PKGNET_ERR_INVALID_ARGUMENT for NULL. */
+pkgnet_status pkgnet_model_get_info(const pkgnet_model *model, pkgnet_model_info *info);
+
+/*
+ * Creates a session on a model with a thread count (0 = the default: the
+ * number of CPUs available to the process).
+ * Returns PKGNET_OK and sets *session, or an error status with *session = NULL.
+ */
+pkgnet_status pkgnet_session_create(const pkgnet_model *model, int threads, pkgnet_session **session);
+
+/* Releases a session. NULL is accepted. */
+void pkgnet_session_free(pkgnet_session *session);
+
+/* Changes the session's thread count (0 = default). Returns PKGNET_OK or PKGNET_ERR_INVALID_ARGUMENT. */
+pkgnet_status pkgnet_session_set_threads(pkgnet_session *session, int threads);
+
+/*
+ * Scores n cubes of 8-bit frames: uint8 [n][5][32][32][C], frames oldest to
+ * newest, pixels HWC as cropped from video; scaled by 1/255.
+ * `size` is the number of bytes at `cubes` and must be n*5*32*32*C.
+ * Returns PKGNET_OK, or an error status (outputs of the cubes before the
+ * failure are kept).
+ */
+pkgnet_status pkgnet_score_u8(pkgnet_session *session, const uint8_t *cubes, size_t n, size_t size,
+                              pkgnet_outputs *outputs);
+
+/*
+ * Scores n cubes in the published float layout: float [n][5*C][32][32] in
+ * [0,1], frames stacked frame-major on channels (frame 0's C channels first).
+ * `count` is the number of floats at `cubes` and must be n*5*C*32*32.
+ * Non-finite values are refused with PKGNET_ERR_INVALID_ARGUMENT.
+ * Returns PKGNET_OK, or an error status (outputs of the cubes before the
+ * failure are kept).
+ */
+pkgnet_status pkgnet_score_f32(pkgnet_session *session, const float *cubes, size_t n, size_t count,
+                               pkgnet_outputs *outputs);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PKGNET_H */
