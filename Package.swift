@@ -26,12 +26,11 @@ let package = Package(
         .target(
             name: "PkgnetCore",
             dependencies: ["PkgnetKernels"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"])]
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(
             name: "PkgnetCAPI",
             dependencies: ["PkgnetCore", "PkgnetKernels"],
-            swiftSettings: [.unsafeFlags(["-wmo"])],
             linkerSettings: [
                 .unsafeFlags([
                     "-static-stdlib",

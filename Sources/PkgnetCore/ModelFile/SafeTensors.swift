@@ -1,0 +1,180 @@
+import FoundationEssentials
+import Glibc
+
+/// Element types a model file may store weights in. Computation is always fp32.
+public enum TensorDType: String, Sendable {
+    case f32 = "F32"
+    case f16 = "F16"
+    case bf16 = "BF16"
+
+    var byteSize: Int { self == .f32 ? 4 : 2 }
+}
+
+/// One tensor's entry in a safetensors header, validated against the file.
+struct TensorEntry {
+    let name: String
+    let dtype: TensorDType
+    let shape: [Int]
+    let count: Int
+    /// Byte range inside the data section.
+    let begin: Int
+    let end: Int
+}
+
+/// A parsed safetensors image: header entries plus a view of the data section.
+///
+/// The view is only valid while the bytes it was parsed from are; `Model`
+/// converts every tensor to fp32 arrays during loading and then drops it.
+struct SafeTensors {
+    let entries: [String: TensorEntry]
+    let metadata: [String: String]
+    let data: UnsafeRawBufferPointer
+
+    /// Header JSON larger than this is refused before parsing: a real model's
+    /// header is a few tens of kilobytes, and the limit keeps a corrupt length
+    /// field from making us allocate gigabytes.
+    static let maxHeaderBytes = 64 << 20
+
+    init(bytes: UnsafeRawBufferPointer, source: String) throws {
+        guard bytes.count >= 8 else {
+            throw PkgnetError(.format, "\(source): \(bytes.count) bytes is too short for a safetensors file (needs an 8-byte header length)")
+        }
+        var headerLength: UInt64 = 0
+        for i in 0..<8 { headerLength |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+        guard headerLength <= UInt64(bytes.count - 8) else {
+            throw PkgnetError(.format, "\(source): header length \(headerLength) runs past the end of the file (\(bytes.count) bytes)")
+        }
+        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
+            throw PkgnetError(.format, "\(source): header length \(headerLength) exceeds the \(Self.maxHeaderBytes)-byte limit")
+        }
+        let headerBytes = UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + Int(headerLength))])
+        data = UnsafeRawBufferPointer(rebasing: bytes[(8 + Int(headerLength))...])
+
+        let header: RawHeader
+        do {
+            header = try JSONDecoder().decode(RawHeader.self, from: Data(headerBytes))
+        } catch let error as PkgnetError {
+            throw PkgnetError(error.status, "\(source): \(error.message)")
+        } catch {
+            throw PkgnetError(.format, "\(source): header is not valid safetensors JSON (\(Self.describe(error)))")
+        }
+        metadata = header.metadata
+        var entries: [String: TensorEntry] = [:]
+        for raw in header.tensors {
+            let entry = try Self.validate(raw, dataSize: data.count, source: source)
+            entries[entry.name] = entry
+        }
+        try Self.checkNoOverlap(Array(entries.values), source: source)
+        self.entries = entries
+    }
+
+    /// The tensor's values as fp32, converted from its stored type.
+    func floats(_ entry: TensorEntry) -> [Float] {
+        let raw = UnsafeRawBufferPointer(rebasing: data[entry.begin..<entry.end])
+        return [Float](unsafeUninitializedCapacity: entry.count) { out, initialized in
+            switch entry.dtype {
+            case .f32:
+                // The data section has no alignment guarantee: copy bytes.
+                if entry.count > 0 { memcpy(out.baseAddress!, raw.baseAddress!, entry.count * 4) }
+            case .f16:
+                for i in 0..<entry.count {
+                    out[i] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                }
+            case .bf16:
+                for i in 0..<entry.count {
+                    let bits = UInt32(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16
+                    out[i] = Float(bitPattern: bits)
+                }
+            }
+            initialized = entry.count
+        }
+    }
+
+    private static func validate(_ raw: RawTensor, dataSize: Int, source: String) throws -> TensorEntry {
+        let name = raw.name
+        guard let dtype = TensorDType(rawValue: raw.dtype) else {
+            throw PkgnetError(.unsupported, "\(source): tensor '\(name)' has dtype \(raw.dtype); pkgnet reads F32, F16 and BF16")
+        }
+        var count = 1
+        for d in raw.shape {
+            guard d >= 0 else {
+                throw PkgnetError(.format, "\(source): tensor '\(name)' has a negative dimension in shape \(raw.shape)")
+            }
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow else {
+                throw PkgnetError(.format, "\(source): tensor '\(name)' shape \(raw.shape) overflows")
+            }
+            count = product
+        }
+        guard raw.offsets.count == 2 else {
+            throw PkgnetError(.format, "\(source): tensor '\(name)' data_offsets must hold 2 numbers, not \(raw.offsets.count)")
+        }
+        let begin = raw.offsets[0], end = raw.offsets[1]
+        guard begin >= 0, begin <= end, end <= dataSize else {
+            throw PkgnetError(.format, "\(source): tensor '\(name)' data_offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section")
+        }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
+        guard !overflow, bytes == end - begin else {
+            throw PkgnetError(.format, "\(source): tensor '\(name)' holds \(end - begin) bytes but shape \(raw.shape) of \(raw.dtype) needs \(overflow ? "more than Int.max" : String(bytes))")
+        }
+        return TensorEntry(name: name, dtype: dtype, shape: raw.shape, count: count, begin: begin, end: end)
+    }
+
+    private static func checkNoOverlap(_ entries: [TensorEntry], source: String) throws {
+        let sorted = entries.filter { $0.end > $0.begin }.sorted { $0.begin < $1.begin }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end {
+            throw PkgnetError(.format, "\(source): tensors '\(a.name)' and '\(b.name)' overlap in the data section")
+        }
+    }
+
+    static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context): return context.debugDescription
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return "\(path): \(context.debugDescription)"
+        case DecodingError.keyNotFound(let key, let context):
+            let path = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            return "missing key \(path)"
+        default: return "\(error)"
+        }
+    }
+}
+
+/// The header as JSON gives it: "__metadata__" plus one object per tensor.
+private struct RawHeader: Decodable {
+    var metadata: [String: String] = [:]
+    var tensors: [RawTensor] = []
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: AnyKey.self)
+        for key in container.allKeys {
+            if key.stringValue == "__metadata__" {
+                metadata = try container.decode([String: String].self, forKey: key)
+            } else {
+                let fields = try container.decode(RawTensorFields.self, forKey: key)
+                tensors.append(RawTensor(name: key.stringValue, dtype: fields.dtype, shape: fields.shape, offsets: fields.data_offsets))
+            }
+        }
+    }
+}
+
+private struct RawTensorFields: Decodable {
+    let dtype: String
+    let shape: [Int]
+    let data_offsets: [Int]
+}
+
+private struct RawTensor {
+    let name: String
+    let dtype: String
+    let shape: [Int]
+    let offsets: [Int]
+}
+
+struct AnyKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}

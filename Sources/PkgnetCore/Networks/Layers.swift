@@ -1,0 +1,86 @@
+import PkgnetKernels
+
+/// A feature map of a micro-batch in the kernels' channel-major layout
+/// [channels][batch][size][size], as a pointer into workspace memory.
+struct FeatureMap {
+    let data: UnsafeMutablePointer<Float>
+    let channels: Int
+    let size: Int
+
+    /// Channels [from, from + count) of this map: a concatenation's halves.
+    func slice(from: Int, count: Int, batch: Int) -> FeatureMap {
+        FeatureMap(data: data + from * batch * size * size, channels: count, size: size)
+    }
+}
+
+/// A convolution with any BatchNorm folded in and an optional fused ReLU.
+struct Conv2D {
+    let weight: [Float]
+    let bias: [Float]
+    let cin: Int
+    let cout: Int
+    let kernel: Int
+    let stride: Int
+    let pad: Int
+    let groups: Int
+    let relu: Bool
+
+    func outputSize(_ size: Int) -> Int { (size + 2 * pad - kernel) / stride + 1 }
+
+    /// y = act(conv(x) + bias [+ residual]); y must not alias x or residual.
+    func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, residual: FeatureMap? = nil,
+                        scratch: Scratch) {
+        assert(x.channels == cin && y.channels == cout && y.size == outputSize(x.size))
+        weight.withUnsafeBufferPointer { w in
+            bias.withUnsafeBufferPointer { b in
+                pkk_conv2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
+                           w.baseAddress, b.baseAddress, Int32(cout),
+                           Int32(kernel), Int32(stride), Int32(pad), Int32(groups),
+                           residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count)
+            }
+        }
+    }
+}
+
+/// PyTorch's ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1):
+/// doubles the map's side, as the students' decoders use it.
+struct ConvTranspose2D {
+    let weight: [Float]
+    let bias: [Float]
+    let cin: Int
+    let cout: Int
+
+    func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, scratch: Scratch) {
+        assert(x.channels == cin && y.channels == cout && y.size == 2 * x.size)
+        weight.withUnsafeBufferPointer { w in
+            bias.withUnsafeBufferPointer { b in
+                pkk_conv_transpose2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
+                                     w.baseAddress, b.baseAddress, Int32(cout), 3, 2, 1, 1,
+                                     y.data, scratch.data, scratch.count)
+            }
+        }
+    }
+}
+
+/// (conv3x3 + BatchNorm + ReLU) twice: the U-Net's building block.
+struct DoubleConv {
+    let first: Conv2D
+    let second: Conv2D
+
+    init(_ weights: WeightReader, _ name: String, cin: Int, cout: Int) throws {
+        first = try weights.convBatchNorm(conv: name + ".0", bn: name + ".1", cin: cin, cout: cout,
+                                          kernel: 3, stride: 1, pad: 1, convBias: true, relu: true)
+        second = try weights.convBatchNorm(conv: name + ".3", bn: name + ".4", cin: cout, cout: cout,
+                                           kernel: 3, stride: 1, pad: 1, convBias: true, relu: true)
+    }
+
+    func callAsFunction(_ x: FeatureMap, batch: Int, temp: FeatureMap, into y: FeatureMap, scratch: Scratch) {
+        first(x, batch: batch, into: temp, scratch: scratch)
+        second(temp, batch: batch, into: y, scratch: scratch)
+    }
+}
+
+func maxPool(_ x: FeatureMap, batch: Int, kernel: Int, stride: Int, pad: Int, into y: FeatureMap) {
+    pkk_maxpool2d(x.data, Int32(x.channels), Int32(batch), Int32(x.size), Int32(x.size),
+                  Int32(kernel), Int32(stride), Int32(pad), y.data)
+}

@@ -1,0 +1,177 @@
+import Glibc
+import PkgnetKernels
+import Synchronization
+
+/// Object cubes as callers hold them (see include/pkgnet.h).
+public enum CubeInput {
+    /// uint8 [n][5][32][32][C], HWC frames oldest to newest; scaled by 1/255.
+    case u8(UnsafePointer<UInt8>)
+    /// float [n][5C][32][32] in [0,1], frames stacked frame-major on channels.
+    case f32(UnsafePointer<Float>)
+}
+
+/// Where a scoring call writes; nil entries are not computed or not copied.
+/// Every array is cube-major ([n][...]) and must hold n cubes.
+public struct ScoreOutputs {
+    public var predictionError: UnsafeMutablePointer<Float>?
+    public var inconsistency: UnsafeMutablePointer<Float>?      // [n][K]
+    public var combined: UnsafeMutablePointer<Float>?
+    public var prediction: UnsafeMutablePointer<Float>?         // [n][C][32][32]
+    public var errorMap: UnsafeMutablePointer<Float>?           // [n][32][32]
+    public var inconsistencyMaps: [UnsafeMutablePointer<Float>?] = []  // pair j: [n][s][s]
+    /// The distilled features themselves, pair j: [n][c][s][s]; for tests
+    /// and inspection, not part of the C API.
+    public var studentFeatures: [UnsafeMutablePointer<Float>?] = []
+    public var teacherFeatures: [UnsafeMutablePointer<Float>?] = []
+
+    public init() {}
+}
+
+/// Scratch memory and a thread count for scoring with one model. One thread
+/// at a time: a concurrent second call fails with `.busy` instead of racing.
+public final class Session: @unchecked Sendable {
+    /// Cubes per network pass. Activations take about 2 MB per cube at w=64,
+    /// so 16 keeps a session's memory near 40 MB whatever n is, while 16x4x4
+    /// bottleneck maps already make GEMMs 256 columns wide.
+    public static let microBatch = 16
+    public static let maxThreads = 1024
+
+    public let model: Model
+    public private(set) var threads: Int
+    private let workspace: Workspace
+    private let busy = Atomic<Bool>(false)
+
+    public init(model: Model, threads: Int) throws {
+        self.model = model
+        self.threads = try Session.resolve(threads: threads)
+        workspace = try Workspace()
+    }
+
+    public func setThreads(_ threads: Int) throws {
+        try exclusive { self.threads = try Session.resolve(threads: threads) }
+    }
+
+    private static func resolve(threads: Int) throws -> Int {
+        guard (0...maxThreads).contains(threads) else {
+            throw PkgnetError(.invalidArgument, "thread count \(threads) is out of range 0...\(maxThreads) (0 = default)")
+        }
+        return threads == 0 ? Int(pkk_default_threads()) : threads
+    }
+
+    private func exclusive<T>(_ body: () throws -> T) throws -> T {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            throw PkgnetError(.busy, "the session is in use by another thread; create one session per thread")
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        return try body()
+    }
+
+    /// Floats (f32 input) or bytes (u8 input) that n cubes of this model take.
+    public func inputElements(cubes n: Int) -> Int? {
+        let (count, overflow) = n.multipliedReportingOverflow(by: 5 * 32 * 32 * model.config.student.channels)
+        return overflow ? nil : count
+    }
+
+    /// Scores n cubes micro-batch by micro-batch. On an error, the outputs of
+    /// the micro-batches before the failing one are already written.
+    public func score(_ input: CubeInput, count n: Int, into outputs: ScoreOutputs) throws {
+        try exclusive {
+            pkk_set_threads(Int32(threads))
+            var start = 0
+            while start < n {
+                let batch = min(Session.microBatch, n - start)
+                try scoreMicroBatch(input, start: start, batch: batch, outputs: outputs)
+                start += batch
+            }
+        }
+    }
+
+    private func scoreMicroBatch(_ input: CubeInput, start: Int, batch: Int, outputs: ScoreOutputs) throws {
+        let config = model.config
+        let c = config.student.channels
+        let plane = 32 * 32
+        let cubeElements = 5 * c * plane
+        let ws = workspace
+
+        // Inputs in the kernels' layout: the student's frames and the target frame.
+        let target = try ws.map("target", channels: c, size: 32, batch: batch)
+        let studentInput = config.student.task == .pred
+            ? try ws.map("input", channels: 4 * c, size: 32, batch: batch) : target
+        switch input {
+        case .u8(let cubes):
+            let first = cubes + start * cubeElements
+            if config.student.task == .pred { pkk_unpack_u8_cubes(first, Int32(batch), Int32(c), 0, 4, studentInput.data) }
+            pkk_unpack_u8_cubes(first, Int32(batch), Int32(c), 4, 1, target.data)
+        case .f32(let cubes):
+            let first = cubes + start * cubeElements
+            let bad = pkk_first_nonfinite(first, batch * cubeElements)
+            guard bad < 0 else {
+                let index = bad / cubeElements
+                throw PkgnetError(.invalidArgument, "cube \(start + index) has a non-finite value (\(first[bad])) at element \(bad % cubeElements)")
+            }
+            if config.student.task == .pred { pkk_unpack_f32_cubes(first, Int32(batch), Int32(c), 0, 4, studentInput.data) }
+            pkk_unpack_f32_cubes(first, Int32(batch), Int32(c), 4, 1, target.data)
+        }
+
+        let (prediction, studentFeatures) = try model.student(studentInput, batch: batch, workspace: ws)
+
+        let teacherInput = try ws.map("t.input", channels: 3, size: 32, batch: batch)
+        model.teacherSourceChannel.withUnsafeBufferPointer { source in
+            config.teacher.mean.withUnsafeBufferPointer { mean in
+                config.teacher.std.withUnsafeBufferPointer { std in
+                    pkk_teacher_input(target.data, batch * plane, source.baseAddress, mean.baseAddress, std.baseAddress, teacherInput.data)
+                }
+            }
+        }
+        let teacherFeatures = try model.teacher(teacherInput, batch: batch, workspace: ws)
+
+        // Scores: S_e, then S_c^j per pair, each per cube.
+        let pairs = studentFeatures.count
+        let components = try ws.map("scores", channels: 1 + pairs, size: 1, batch: batch)
+        pkk_prediction_error(prediction.data, target.data, Int32(c), Int32(batch), Int32(plane),
+                             components.data, outputs.errorMap.map { $0 + start * plane })
+        for j in 0..<pairs {
+            let s = studentFeatures[j], t = teacherFeatures[j]
+            let area = s.size * s.size
+            let map = j < outputs.inconsistencyMaps.count ? outputs.inconsistencyMaps[j].map { $0 + start * area } : nil
+            pkk_inconsistency(s.data, t.data, Int32(s.channels), Int32(batch), Int32(area),
+                              components.data + (1 + j) * batch, map)
+        }
+
+        let scoring = config.scoring
+        for b in 0..<batch {
+            let cube = start + b
+            outputs.predictionError?[cube] = components.data[b]
+            var combined = 0.0
+            for i in 0...pairs {
+                let value = components.data[i * batch + b]
+                if i > 0 { outputs.inconsistency?[cube * pairs + i - 1] = value }
+                combined += Double(scoring.weights[i]) * (Double(value) - Double(scoring.mu[i])) / Double(scoring.sigma[i])
+            }
+            outputs.combined?[cube] = Float(combined)
+        }
+        if let destination = outputs.prediction {
+            copyToCubeMajor(prediction, batch: batch, into: destination + start * c * plane)
+        }
+        for j in 0..<pairs {
+            if j < outputs.studentFeatures.count, let destination = outputs.studentFeatures[j] {
+                let s = studentFeatures[j]
+                copyToCubeMajor(s, batch: batch, into: destination + start * s.channels * s.size * s.size)
+            }
+            if j < outputs.teacherFeatures.count, let destination = outputs.teacherFeatures[j] {
+                let t = teacherFeatures[j]
+                copyToCubeMajor(t, batch: batch, into: destination + start * t.channels * t.size * t.size)
+            }
+        }
+    }
+
+    /// [channels][batch][area] -> [batch][channels][area], one row per copy.
+    private func copyToCubeMajor(_ map: FeatureMap, batch: Int, into destination: UnsafeMutablePointer<Float>) {
+        let area = map.size * map.size
+        for ch in 0..<map.channels {
+            for b in 0..<batch {
+                memcpy(destination + (b * map.channels + ch) * area, map.data + (ch * batch + b) * area, area * 4)
+            }
+        }
+    }
+}

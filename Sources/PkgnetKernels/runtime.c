@@ -1,0 +1,297 @@
+/*
+ * Runtime: CPU features, run-time loading of OpenBLAS, thread counts, system info.
+ *
+ * libpkgnet does not link OpenBLAS: Debian's DYNAMIC_ARCH build picks its SSE3
+ * kernels on AVX-512 CPUs unless OPENBLAS_CORETYPE is set before it loads, so
+ * pkk_runtime_init chooses the core type from cpuid, sets the variable (only if
+ * the user has not), dlopen()s OpenBLAS and restores the environment.
+ *
+ * One OpenMP runtime: the kernels use LLVM libomp. The OpenMP build of OpenBLAS
+ * calls GOMP_* / omp_*, which libomp implements too; promoting libomp to the
+ * global symbol scope before the dlopen makes those calls bind to libomp
+ * instead of to the libgomp that OpenBLAS lists as NEEDED (a second pool).
+ */
+#define _GNU_SOURCE
+#include "pkgnet_kernels.h"
+#include "pkk_internal.h"
+
+#include <cpuid.h>
+#include <dlfcn.h>
+#include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- CPU features ---- */
+
+typedef struct {
+    int sse42, avx, avx2, fma, avx512f, avx512bw, avx512vl, avx512dq;
+    int os_ymm, os_zmm;
+} pkk_cpu;
+
+static unsigned long long pkk_xgetbv0(void)
+{
+    unsigned int eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+static pkk_cpu pkk_detect_cpu(void)
+{
+    pkk_cpu cpu;
+    memset(&cpu, 0, sizeof cpu);
+    unsigned int eax, ebx, ecx, edx;
+    unsigned int max_leaf = __get_cpuid_max(0, NULL);
+    if (max_leaf < 1 || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return cpu;
+    cpu.sse42 = (ecx >> 20) & 1;
+    cpu.fma = (ecx >> 12) & 1;
+    cpu.avx = (ecx >> 28) & 1;
+    int osxsave = (ecx >> 27) & 1;
+    if (osxsave) {
+        unsigned long long xcr0 = pkk_xgetbv0();
+        cpu.os_ymm = (xcr0 & 0x6) == 0x6;            /* SSE + AVX state */
+        cpu.os_zmm = cpu.os_ymm && (xcr0 & 0xE0) == 0xE0; /* opmask, ZMM_Hi256, Hi16_ZMM */
+    }
+    if (max_leaf >= 7 && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+        cpu.avx2 = (ebx >> 5) & 1;
+        cpu.avx512f = (ebx >> 16) & 1;
+        cpu.avx512dq = (ebx >> 17) & 1;
+        cpu.avx512bw = (ebx >> 30) & 1;
+        cpu.avx512vl = (ebx >> 31) & 1;
+    }
+    return cpu;
+}
+
+/* The OpenBLAS core type for this CPU, or NULL to let OpenBLAS decide. */
+static const char *pkk_core_for_cpu(const pkk_cpu *cpu)
+{
+    if (cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq && cpu->os_zmm)
+        return "SkylakeX";
+    if (cpu->avx && cpu->avx2 && cpu->fma && cpu->os_ymm)
+        return "Haswell";
+    return NULL;
+}
+
+/* ---- OpenBLAS ---- */
+
+typedef void (*pkk_cblas_sgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k,
+                                   float alpha, const float *a, int lda, const float *b, int ldb,
+                                   float beta, float *c, int ldc);
+typedef void (*pkk_set_threads_fn)(int);
+typedef char *(*pkk_get_string_fn)(void);
+typedef int (*pkk_get_int_fn)(void);
+
+enum { PKK_ROW_MAJOR = 101, PKK_NO_TRANS = 111, PKK_TRANS = 112 };
+
+static const char *const pkk_blas_candidates[] = {
+    "/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0",
+    "libopenblas.so.0",
+};
+#define PKK_BLAS_CANDIDATES (sizeof pkk_blas_candidates / sizeof pkk_blas_candidates[0])
+
+static struct {
+    pthread_once_t once;
+    int status;                      /* 0 loaded, -1 failed */
+    char error[1024];                /* failure message (copied to each caller's slot) */
+    void *handle;
+    pkk_cblas_sgemm_fn sgemm;
+    pkk_set_threads_fn set_threads;  /* may be NULL */
+    pkk_get_string_fn get_config;    /* may be NULL */
+    pkk_get_string_fn get_corename;  /* may be NULL */
+    int parallel;                    /* openblas_get_parallel(): 0 seq, 1 pthread, 2 openmp, -1 unknown */
+    char path[512];                  /* the file actually loaded */
+    const char *core_source;         /* how the core type was chosen */
+    char core_env[64];               /* the OPENBLAS_CORETYPE in force at load ("" if none) */
+    pkk_cpu cpu;
+} pkk_rt = { .once = PTHREAD_ONCE_INIT, .status = -1, .parallel = -1 };
+
+static void pkk_load_blas(void)
+{
+    pkk_rt.cpu = pkk_detect_cpu();
+
+    /* Route OpenBLAS's GOMP_* / omp_* references to libomp (already loaded as our
+     * NEEDED; this only adds it to the global scope when we were loaded RTLD_LOCAL). */
+    void *omp = dlopen("libomp.so.5", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+    (void)omp; /* deliberately kept open: dlclose would only drop the reference again */
+
+    const char *user_core = getenv("OPENBLAS_CORETYPE");
+    const char *chosen = NULL;
+    if (user_core != NULL && user_core[0] != '\0') {
+        pkk_rt.core_source = "from OPENBLAS_CORETYPE";
+        snprintf(pkk_rt.core_env, sizeof pkk_rt.core_env, "%s", user_core);
+    } else if ((chosen = pkk_core_for_cpu(&pkk_rt.cpu)) != NULL) {
+        pkk_rt.core_source = "chosen from cpuid";
+        snprintf(pkk_rt.core_env, sizeof pkk_rt.core_env, "%s", chosen);
+        setenv("OPENBLAS_CORETYPE", chosen, 1);
+    } else {
+        pkk_rt.core_source = "OpenBLAS's own choice";
+        pkk_rt.core_env[0] = '\0';
+    }
+
+    char tried[768];
+    size_t used = 0;
+    tried[0] = '\0';
+    void *handle = NULL;
+    for (size_t i = 0; i < PKK_BLAS_CANDIDATES && handle == NULL; i++) {
+        handle = dlopen(pkk_blas_candidates[i], RTLD_NOW | RTLD_LOCAL);
+        if (handle == NULL) {
+            const char *why = dlerror();
+            int r = snprintf(tried + used, sizeof tried - used, "%s%s (%s)", used ? "; " : "",
+                             pkk_blas_candidates[i], why ? why : "unknown error");
+            if (r > 0) used += (size_t)r < sizeof tried - used ? (size_t)r : sizeof tried - used - 1;
+        }
+    }
+    if (chosen != NULL) unsetenv("OPENBLAS_CORETYPE");
+
+    if (handle == NULL) {
+        snprintf(pkk_rt.error, sizeof pkk_rt.error,
+                 "cannot load OpenBLAS: tried %s; install it with `apt-get install libopenblas0-openmp`",
+                 tried);
+        return;
+    }
+    pkk_cblas_sgemm_fn sgemm = (pkk_cblas_sgemm_fn)dlsym(handle, "cblas_sgemm");
+    if (sgemm == NULL) {
+        const char *why = dlerror();
+        snprintf(pkk_rt.error, sizeof pkk_rt.error,
+                 "the loaded OpenBLAS has no cblas_sgemm (%s); install it with "
+                 "`apt-get install libopenblas0-openmp`", why ? why : "unknown error");
+        dlclose(handle);
+        return;
+    }
+    pkk_rt.handle = handle;
+    pkk_rt.set_threads = (pkk_set_threads_fn)dlsym(handle, "openblas_set_num_threads");
+    pkk_rt.get_config = (pkk_get_string_fn)dlsym(handle, "openblas_get_config");
+    pkk_rt.get_corename = (pkk_get_string_fn)dlsym(handle, "openblas_get_corename");
+    pkk_get_int_fn get_parallel = (pkk_get_int_fn)dlsym(handle, "openblas_get_parallel");
+    pkk_rt.parallel = get_parallel ? get_parallel() : -1;
+    Dl_info info;
+    if (dladdr((void *)sgemm, &info) != 0 && info.dli_fname != NULL)
+        snprintf(pkk_rt.path, sizeof pkk_rt.path, "%s", info.dli_fname);
+    else
+        snprintf(pkk_rt.path, sizeof pkk_rt.path, "%s", "unknown path");
+    pkk_rt.sgemm = sgemm;
+    pkk_rt.status = 0;
+}
+
+int pkk_runtime_init(void)
+{
+    pthread_once(&pkk_rt.once, pkk_load_blas);
+    if (pkk_rt.status != 0) {
+        pkk_set_error(pkk_rt.error);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- threads ---- */
+
+int pkk_default_threads(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n >= 1) return n;
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online >= 1 ? (int)online : 1;
+}
+
+void pkk_set_threads(int threads)
+{
+    if (threads <= 0) threads = pkk_default_threads();
+    omp_set_num_threads(threads);
+    if (pkk_rt.set_threads != NULL) pkk_rt.set_threads(threads);
+}
+
+/* ---- GEMM ---- */
+
+/* Plain reference GEMM, only used if the BLAS is missing (callers must have
+ * checked pkk_runtime_init; this keeps a broken caller slow instead of crashing). */
+static void pkk_sgemm_fallback(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                               const float *a, int lda, const float *b, int ldb, float beta,
+                               float *c, int ldc)
+{
+    for (int i = 0; i < m; i++) {
+        for (int j = 0; j < n; j++) {
+            float sum = 0.0f;
+            for (int p = 0; p < k; p++) {
+                float av = trans_a ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+                float bv = trans_b ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j];
+                sum += av * bv;
+            }
+            float *cij = &c[(size_t)i * ldc + j];
+            *cij = alpha * sum + (beta == 0.0f ? 0.0f : beta * *cij);
+        }
+    }
+}
+
+void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+               const float *a, int lda, const float *b, int ldb, float beta,
+               float *c, int ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    pkk_cblas_sgemm_fn sgemm = pkk_rt.sgemm;
+    if (sgemm == NULL) {
+        pkk_sgemm_fallback(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    sgemm(PKK_ROW_MAJOR, trans_a ? PKK_TRANS : PKK_NO_TRANS, trans_b ? PKK_TRANS : PKK_NO_TRANS,
+          m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* ---- system info ---- */
+
+static pthread_once_t pkk_info_once = PTHREAD_ONCE_INIT;
+static char pkk_info[2048];
+
+static void pkk_build_info(void)
+{
+    int ok = pkk_runtime_init() == 0;
+    const pkk_cpu *cpu = &pkk_rt.cpu;
+    char features[128];
+    snprintf(features, sizeof features, "%s%s%s%s%s",
+             cpu->avx512f && cpu->os_zmm ? " avx512f" : "",
+             cpu->avx2 && cpu->os_ymm ? " avx2" : "",
+             cpu->fma && cpu->os_ymm ? " fma" : "",
+             cpu->avx && cpu->os_ymm ? " avx" : "",
+             cpu->sse42 ? " sse4.2" : "");
+
+    char blas[1200];
+    if (ok) {
+        char version[96] = "OpenBLAS";
+        if (pkk_rt.get_config != NULL) {
+            /* "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64" */
+            const char *config = pkk_rt.get_config();
+            if (config != NULL && strncmp(config, "OpenBLAS ", 9) == 0) {
+                size_t len = strcspn(config + 9, " ");
+                snprintf(version, sizeof version, "OpenBLAS %.*s", (int)len, config + 9);
+            }
+        }
+        const char *build = pkk_rt.parallel == 2 ? "openmp build"
+                          : pkk_rt.parallel == 1 ? "pthread build"
+                          : pkk_rt.parallel == 0 ? "sequential build" : "unknown build";
+        const char *core = pkk_rt.get_corename ? pkk_rt.get_corename() : NULL;
+        snprintf(blas, sizeof blas, "%s (%s, %s), core %s (%s)", version, build, pkk_rt.path,
+                 core ? core : "unknown", pkk_rt.core_source ? pkk_rt.core_source : "unknown");
+    } else {
+        snprintf(blas, sizeof blas, "not loaded: %s", pkk_rt.error);
+    }
+
+    char omp[600] = "LLVM libomp";
+    Dl_info info;
+    if (dladdr((void *)omp_get_max_threads, &info) != 0 && info.dli_fname != NULL)
+        snprintf(omp, sizeof omp, "LLVM libomp (%s)", info.dli_fname);
+
+    snprintf(pkk_info, sizeof pkk_info, "cpu:%s; blas: %s; openmp: %s; default threads: %d",
+             features[0] ? features : " baseline x86-64", blas, omp, pkk_default_threads());
+}
+
+const char *pkk_system_info(void)
+{
+    pthread_once(&pkk_info_once, pkk_build_info);
+    return pkk_info;
+}
