@@ -92,6 +92,15 @@ typedef struct pkgnet_model_info {
     const char *task;         /* "pred" or "recon" */
     const char *teacher;      /* "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2" */
     const char *channel_order;/* "bgr" or "rgb": the order cube channels are in */
+    const char *teacher_channel_order; /* "bgr" or "rgb": the order the teacher takes */
+    float teacher_mean[3];    /* teacher input = (x/255 - mean) / std, per teacher channel */
+    float teacher_std[3];
+    /* combined = sum over i of weights[i] * (S_i - mu[i]) / sigma[i], for
+     * i = 0 (prediction error) and 1..pairs (inconsistency of pair i). */
+    float weights[1 + PKGNET_MAX_PAIRS];
+    float mu[1 + PKGNET_MAX_PAIRS];
+    float sigma[1 + PKGNET_MAX_PAIRS];
+    void *reserved[8];        /* room for later fields without an ABI break; set to NULL */
 } pkgnet_model_info;
 
 /*
@@ -105,9 +114,10 @@ typedef struct pkgnet_outputs {
     float *prediction_error;   /* [n]: S_e, mean squared error over C,H,W */
     float *inconsistency;      /* [n][pairs]: S_c^j, mean over positions of 1 - cosine */
     float *combined;           /* [n]: sum of weighted, normalised components */
-    float *prediction;         /* [n][C][32][32]: the predicted frame, in [0,1] scale */
+    float *prediction;         /* [n][C][32][32]: the predicted frame, scaled like the input (x/255), not clamped */
     float *error_map;          /* [n][32][32]: squared error averaged over channels */
     float *inconsistency_map[PKGNET_MAX_PAIRS]; /* [n][s][s] for pair j, s = pair_size[j] */
+    void *reserved[8];         /* room for later outputs without an ABI break; leave NULL */
 } pkgnet_outputs;
 
 /* Library version, e.g. "0.1.0". Returns a static string. */
@@ -120,7 +130,8 @@ const char *pkgnet_version(void);
  */
 const char *pkgnet_system_info(void);
 
-/* Returns a static name for a status, e.g. "PKGNET_ERR_FORMAT". */
+/* Returns a static name for a status, e.g. "PKGNET_ERR_FORMAT";
+ * "PKGNET_ERR_UNKNOWN" for a value that is not a pkgnet_status. */
 const char *pkgnet_status_name(pkgnet_status status);
 
 /*
@@ -150,8 +161,8 @@ void pkgnet_model_free(pkgnet_model *model);
 pkgnet_status pkgnet_model_get_info(const pkgnet_model *model, pkgnet_model_info *info);
 
 /*
- * Creates a session on a model with a thread count (0 = the default: the
- * number of CPUs available to the process).
+ * Creates a session on a model with a thread count in 0..1024 (0 = the
+ * default: the number of CPUs available to the process).
  * Returns PKGNET_OK and sets *session, or an error status with *session = NULL.
  */
 pkgnet_status pkgnet_session_create(const pkgnet_model *model, int threads, pkgnet_session **session);
@@ -159,15 +170,20 @@ pkgnet_status pkgnet_session_create(const pkgnet_model *model, int threads, pkgn
 /* Releases a session. NULL is accepted. */
 void pkgnet_session_free(pkgnet_session *session);
 
-/* Changes the session's thread count (0 = default). Returns PKGNET_OK or PKGNET_ERR_INVALID_ARGUMENT. */
+/* Changes the session's thread count (0..1024, 0 = default).
+ * Returns PKGNET_OK, PKGNET_ERR_INVALID_ARGUMENT, or PKGNET_ERR_BUSY while the session scores. */
 pkgnet_status pkgnet_session_set_threads(pkgnet_session *session, int threads);
 
 /*
  * Scores n cubes of 8-bit frames: uint8 [n][5][32][32][C], frames oldest to
  * newest, pixels HWC as cropped from video; scaled by 1/255.
  * `size` is the number of bytes at `cubes` and must be n*5*32*32*C.
- * Returns PKGNET_OK, or an error status (outputs of the cubes before the
- * failure are kept).
+ * n = 0 is valid and does nothing (cubes may then be NULL).
+ * Returns PKGNET_OK; PKGNET_ERR_INVALID_ARGUMENT for a NULL session, cubes or
+ * outputs, a size that is not n*5*32*32*C (or overflows), or
+ * outputs->capacity < n; PKGNET_ERR_BUSY if another thread is scoring with
+ * this session; PKGNET_ERR_OUT_OF_MEMORY. Outputs of the cubes before a
+ * failure are kept.
  */
 pkgnet_status pkgnet_score_u8(pkgnet_session *session, const uint8_t *cubes, size_t n, size_t size,
                               pkgnet_outputs *outputs);
@@ -176,9 +192,10 @@ pkgnet_status pkgnet_score_u8(pkgnet_session *session, const uint8_t *cubes, siz
  * Scores n cubes in the published float layout: float [n][5*C][32][32] in
  * [0,1], frames stacked frame-major on channels (frame 0's C channels first).
  * `count` is the number of floats at `cubes` and must be n*5*C*32*32.
- * Non-finite values are refused with PKGNET_ERR_INVALID_ARGUMENT.
- * Returns PKGNET_OK, or an error status (outputs of the cubes before the
- * failure are kept).
+ * n = 0 is valid and does nothing (cubes may then be NULL).
+ * Returns as pkgnet_score_u8; also PKGNET_ERR_INVALID_ARGUMENT, naming the
+ * cube, for a NaN or infinite value. Outputs of the cubes before a failure
+ * are kept.
  */
 pkgnet_status pkgnet_score_f32(pkgnet_session *session, const float *cubes, size_t n, size_t count,
                                pkgnet_outputs *outputs);

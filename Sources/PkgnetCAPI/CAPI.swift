@@ -13,18 +13,21 @@ private final class ModelHandle {
     let task: UnsafeMutablePointer<CChar>
     let teacher: UnsafeMutablePointer<CChar>
     let channelOrder: UnsafeMutablePointer<CChar>
+    let teacherChannelOrder: UnsafeMutablePointer<CChar>
 
     init(_ model: Model) {
         self.model = model
         task = strdup(model.config.student.task.rawValue)
         teacher = strdup(model.config.teacher.arch.rawValue)
         channelOrder = strdup(model.config.inputChannelOrder.rawValue)
+        teacherChannelOrder = strdup(model.config.teacher.channelOrder.rawValue)
     }
 
     deinit {
         free(task)
         free(teacher)
         free(channelOrder)
+        free(teacherChannelOrder)
     }
 }
 
@@ -149,8 +152,20 @@ public func pkgnetModelGetInfo(_ model: OpaquePointer?, _ info: UnsafeMutablePoi
     result.task = UnsafePointer(handle.task)
     result.teacher = UnsafePointer(handle.teacher)
     result.channel_order = UnsafePointer(handle.channelOrder)
+    result.teacher_channel_order = UnsafePointer(handle.teacherChannelOrder)
+    withUnsafeMutableBytes(of: &result.teacher_mean) { copy(config.teacher.mean, into: $0) }
+    withUnsafeMutableBytes(of: &result.teacher_std) { copy(config.teacher.std, into: $0) }
+    withUnsafeMutableBytes(of: &result.weights) { copy(config.scoring.weights, into: $0) }
+    withUnsafeMutableBytes(of: &result.mu) { copy(config.scoring.mu, into: $0) }
+    withUnsafeMutableBytes(of: &result.sigma) { copy(config.scoring.sigma, into: $0) }
     info.pointee = result
     return PKGNET_OK
+}
+
+/// Copies floats into a C float array field (a homogeneous tuple in Swift).
+private func copy(_ values: [Float], into field: UnsafeMutableRawBufferPointer) {
+    let slots = field.bindMemory(to: Float.self)
+    for (i, value) in values.prefix(slots.count).enumerated() { slots[i] = value }
 }
 
 @_cdecl("pkgnet_session_create")

@@ -1,0 +1,92 @@
+# pkgnet: build, test and install libpkgnet.so.
+#
+#   make deps                       install missing system and Python packages
+#   make build                      swift build -c release -> .build/release/libpkgnet.so
+#   make test                       deps, build, swift test, Python + C API tests
+#   make install PREFIX=/usr/local  library, header and pkg-config file
+#   make demo                       score random cubes with a random model
+#   make clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+PYTHON ?= python3
+SWIFT ?= swift
+
+VERSION := $(shell sed -n 's/^\#define PKGNET_VERSION_STRING "\(.*\)"/\1/p' include/pkgnet.h)
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
+LIB := .build/release/libpkgnet.so
+LIBDIR := $(DESTDIR)$(PREFIX)/lib
+INCDIR := $(DESTDIR)$(PREFIX)/include
+PCDIR := $(LIBDIR)/pkgconfig
+REALNAME := libpkgnet.so.$(VERSION)
+SONAME := libpkgnet.so.$(SOVERSION)
+
+export PYTHONPATH := $(CURDIR)/bindings/python$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: all deps build test install uninstall ldconfig demo clean
+
+all: build
+
+deps:
+	bash scripts/install-deps.sh
+
+# SwiftPM links its products with a RUNPATH ($$ORIGIN, and the toolchain's
+# folder unless the stdlib is static). The library links the Swift runtime
+# statically, so a RUNPATH only makes the loader look in places that must not
+# matter to an installed library: drop it, from the build and from installs.
+define strip_runpath
+	@if readelf -d $(1) | grep -qE '\((RUNPATH|RPATH)\)'; then \
+	    command -v patchelf >/dev/null || { echo "patchelf is missing: run 'make deps'" >&2; exit 1; }; \
+	    echo "removing RUNPATH from $(1)"; \
+	    patchelf --remove-rpath $(1); \
+	fi
+endef
+
+build:
+	$(SWIFT) build -c release
+	$(call strip_runpath,$(LIB))
+	@# Programs linked against the build tree ask for the SONAME.
+	ln -sfn libpkgnet.so .build/release/$(SONAME)
+	@readelf -d $(LIB) | grep -q 'SONAME.*\[$(SONAME)\]' || { echo "$(LIB): SONAME is not $(SONAME)" >&2; exit 1; }
+
+$(LIB):
+	$(MAKE) build
+
+test: deps build
+	$(SWIFT) test
+	$(PYTHON) -m pytest bindings/python/tests -q
+
+install: $(LIB)
+	install -d $(LIBDIR) $(INCDIR) $(PCDIR)
+	install -m 0755 $(LIB) $(LIBDIR)/$(REALNAME)
+	$(call strip_runpath,$(LIBDIR)/$(REALNAME))
+	ln -sfn $(REALNAME) $(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(LIBDIR)/libpkgnet.so
+	install -m 0644 include/pkgnet.h $(INCDIR)/pkgnet.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' pkgnet.pc.in > $(PCDIR)/pkgnet.pc
+	chmod 0644 $(PCDIR)/pkgnet.pc
+	@$(MAKE) --no-print-directory ldconfig
+
+uninstall:
+	rm -f $(LIBDIR)/$(REALNAME) $(LIBDIR)/$(SONAME) $(LIBDIR)/libpkgnet.so \
+	    $(INCDIR)/pkgnet.h $(PCDIR)/pkgnet.pc
+	@$(MAKE) --no-print-directory ldconfig
+
+# Refreshes the loader cache when PREFIX/lib is a folder the loader searches
+# by default (a system prefix), and only for a real install, not a DESTDIR
+# staging tree. -N -X: list the folders without touching the cache.
+ldconfig:
+	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null 2>&1; then \
+	    case "$(PREFIX)" in \
+	    /usr|/usr/local) system=1 ;; \
+	    *) ldconfig -v -N -X 2>/dev/null | grep -q '^$(PREFIX)/lib:' && system=1 || system= ;; \
+	    esac; \
+	    if [ -n "$$system" ]; then echo ldconfig; ldconfig; fi; \
+	fi
+
+demo: deps build
+	$(PYTHON) examples/python/score_cubes.py
+
+clean:
+	rm -rf .build
+	find bindings examples -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,471 @@
+/*
+ * test_capi: checks the contracts that include/pkgnet.h promises, through the
+ * C ABI alone (what a C user sees, with no Python in between).
+ *
+ *     test_capi MODEL.safetensors
+ *
+ * MODEL is any valid pkgnet model file; the test makes its own garbage files.
+ * Prints one line per failed check and ends with "N passed, N failed"; exits
+ * nonzero if any check failed.
+ *
+ * Build: cc -std=c11 -pthread test_capi.c -Iinclude -L.build/release -lpkgnet -lm
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <pkgnet.h>
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                          \
+    do {                                                          \
+        if (cond) {                                               \
+            passed++;                                             \
+        } else {                                                  \
+            failed++;                                             \
+            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            printf(__VA_ARGS__);                                  \
+            printf("\n");                                         \
+        }                                                         \
+    } while (0)
+
+/* A failing call must say which status and leave a message behind. */
+#define CHECK_STATUS(call, want)                                                   \
+    do {                                                                           \
+        pkgnet_status st_ = (call);                                                \
+        const char *msg_ = pkgnet_last_error();                                    \
+        CHECK(st_ == (want), "%s returned %s, want %s (last error: %s)", #call,    \
+              pkgnet_status_name(st_), pkgnet_status_name(want), msg_ ? msg_ : "(null)"); \
+        if ((want) != PKGNET_OK)                                                   \
+            CHECK(msg_ != NULL && msg_[0] != '\0', "%s: empty pkgnet_last_error", #call); \
+    } while (0)
+
+#define CUBE_PIXELS (PKGNET_CUBE_FRAMES * PKGNET_CROP_SIZE * PKGNET_CROP_SIZE)
+
+static unsigned char *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc(len > 0 ? (size_t)len : 1);
+    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *size = (size_t)len;
+    return buf;
+}
+
+/* Writes bytes to a fresh temporary file; returns its path (caller unlinks). */
+static char *temp_file(const void *data, size_t size) {
+    static char paths[4][4096];
+    static int next;
+    char *path = paths[next++ % 4];
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !dir[0] || strlen(dir) > 4000)
+        dir = "/tmp";
+    snprintf(path, sizeof paths[0], "%s/pkgnet_capi_XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return NULL;
+    if (size && write(fd, data, size) != (ssize_t)size) {
+        close(fd);
+        return NULL;
+    }
+    close(fd);
+    return path;
+}
+
+/* Deterministic pseudo-random cubes: the test must not depend on the seed of rand(). */
+static void make_cubes(uint8_t *cubes, size_t count, uint32_t seed) {
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < count; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        cubes[i] = (uint8_t)(x >> 24);
+    }
+}
+
+static int close_rel(float a, float b, float rel) {
+    float scale = fabsf(a) > fabsf(b) ? fabsf(a) : fabsf(b);
+    return fabsf(a - b) <= rel * scale + 1e-7f;
+}
+
+/* ---- per-thread error slot ---- */
+
+static void *fresh_thread_error(void *arg) {
+    const char *msg = pkgnet_last_error();
+    *(int *)arg = msg != NULL && msg[0] == '\0';
+    return NULL;
+}
+
+/* ---- concurrent calls on one session ---- */
+
+struct busy_ctx {
+    pkgnet_session *session;
+    const uint8_t *cubes;
+    size_t n, size;
+    int ok, busy, other;
+};
+
+static void *busy_worker(void *arg) {
+    struct busy_ctx *c = arg;
+    float *pe = malloc(c->n * sizeof(float));
+    for (int i = 0; i < 12; i++) {
+        pkgnet_outputs out = {0};
+        out.capacity = c->n;
+        out.prediction_error = pe;
+        pkgnet_status st = pkgnet_score_u8(c->session, c->cubes, c->n, c->size, &out);
+        if (st == PKGNET_OK)
+            __atomic_add_fetch(&c->ok, 1, __ATOMIC_RELAXED);
+        else if (st == PKGNET_ERR_BUSY)
+            __atomic_add_fetch(&c->busy, 1, __ATOMIC_RELAXED);
+        else
+            __atomic_add_fetch(&c->other, 1, __ATOMIC_RELAXED);
+    }
+    free(pe);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s MODEL.safetensors\n", argv[0]);
+        return 2;
+    }
+    const char *model_path = argv[1];
+
+    /* ---- version and names ---- */
+    {
+        char want[32];
+        snprintf(want, sizeof want, "%d.%d.%d", PKGNET_VERSION_MAJOR, PKGNET_VERSION_MINOR,
+                 PKGNET_VERSION_PATCH);
+        const char *v = pkgnet_version();
+        CHECK(v != NULL && strcmp(v, want) == 0, "pkgnet_version() = %s, macros say %s", v ? v : "(null)", want);
+        CHECK(strcmp(PKGNET_VERSION_STRING, want) == 0, "PKGNET_VERSION_STRING = %s", PKGNET_VERSION_STRING);
+
+        static const char *names[] = {
+            "PKGNET_OK", "PKGNET_ERR_INVALID_ARGUMENT", "PKGNET_ERR_IO", "PKGNET_ERR_FORMAT",
+            "PKGNET_ERR_UNSUPPORTED", "PKGNET_ERR_MODEL_MISMATCH", "PKGNET_ERR_OUT_OF_MEMORY",
+            "PKGNET_ERR_BACKEND", "PKGNET_ERR_BUSY", "PKGNET_ERR_INTERNAL",
+        };
+        for (int s = 0; s <= PKGNET_ERR_INTERNAL; s++) {
+            const char *name = pkgnet_status_name((pkgnet_status)s);
+            CHECK(name != NULL && strcmp(name, names[s]) == 0, "pkgnet_status_name(%d) = %s", s,
+                  name ? name : "(null)");
+        }
+        const char *unknown = pkgnet_status_name((pkgnet_status)1234);
+        CHECK(unknown != NULL && unknown[0] != '\0', "pkgnet_status_name(1234) must be a non-empty string");
+
+        const char *sys = pkgnet_system_info();
+        CHECK(sys != NULL && sys[0] != '\0', "pkgnet_system_info() empty");
+
+        int fresh = 0;
+        pthread_t t;
+        pthread_create(&t, NULL, fresh_thread_error, &fresh);
+        pthread_join(t, NULL);
+        CHECK(fresh, "pkgnet_last_error() on a thread with no failure must be \"\"");
+    }
+
+    /* ---- NULL-tolerant frees ---- */
+    pkgnet_model_free(NULL);
+    pkgnet_session_free(NULL);
+    passed++;
+
+    /* ---- loading errors ---- */
+    {
+        pkgnet_model *m = (pkgnet_model *)&passed; /* must be reset to NULL on failure */
+        CHECK_STATUS(pkgnet_model_load(NULL, &m), PKGNET_ERR_INVALID_ARGUMENT);
+        CHECK(m == NULL, "*model not NULL after a failed load");
+        CHECK_STATUS(pkgnet_model_load(model_path, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(pkgnet_model_load_from_memory(NULL, 100, &m), PKGNET_ERR_INVALID_ARGUMENT);
+
+        m = (pkgnet_model *)&passed;
+        CHECK_STATUS(pkgnet_model_load("/nonexistent/pkgnet/model.safetensors", &m), PKGNET_ERR_IO);
+        CHECK(m == NULL, "*model not NULL after a missing file");
+
+        static const char garbage[] = "this is not a safetensors file, just some text long enough";
+        char *gpath = temp_file(garbage, sizeof garbage);
+        CHECK(gpath != NULL, "could not write a temp file");
+        if (gpath) {
+            m = (pkgnet_model *)&passed;
+            CHECK_STATUS(pkgnet_model_load(gpath, &m), PKGNET_ERR_FORMAT);
+            CHECK(m == NULL, "*model not NULL after a garbage file");
+            unlink(gpath);
+        }
+        char *epath = temp_file("", 0);
+        if (epath) {
+            CHECK_STATUS(pkgnet_model_load(epath, &m), PKGNET_ERR_FORMAT);
+            unlink(epath);
+        }
+        CHECK_STATUS(pkgnet_model_load_from_memory(garbage, sizeof garbage, &m), PKGNET_ERR_FORMAT);
+
+        size_t size = 0;
+        unsigned char *image = read_file(model_path, &size);
+        CHECK(image != NULL && size > 16, "cannot read %s", model_path);
+        if (image && size > 16) {
+            /* Cut in the data section, and inside the JSON header. */
+            CHECK_STATUS(pkgnet_model_load_from_memory(image, size / 2, &m), PKGNET_ERR_FORMAT);
+            CHECK_STATUS(pkgnet_model_load_from_memory(image, 12, &m), PKGNET_ERR_FORMAT);
+            char *tpath = temp_file(image, size - 1);
+            if (tpath) {
+                CHECK_STATUS(pkgnet_model_load(tpath, &m), PKGNET_ERR_FORMAT);
+                unlink(tpath);
+            }
+            /* A model loaded from memory must not need the bytes afterwards. */
+            pkgnet_model *mm = NULL;
+            CHECK_STATUS(pkgnet_model_load_from_memory(image, size, &mm), PKGNET_OK);
+            memset(image, 0xAB, size);
+            free(image);
+            if (mm) {
+                pkgnet_model_info info;
+                CHECK_STATUS(pkgnet_model_get_info(mm, &info), PKGNET_OK);
+                pkgnet_model_free(mm);
+            }
+        } else {
+            free(image);
+        }
+    }
+
+    /* ---- a working model ---- */
+    pkgnet_model *model = NULL;
+    CHECK_STATUS(pkgnet_model_load(model_path, &model), PKGNET_OK);
+    if (!model) {
+        printf("cannot go on without a model\n%d passed, %d failed\n", passed, failed);
+        return 1;
+    }
+    pkgnet_model_info info;
+    memset(&info, 0, sizeof info);
+    CHECK_STATUS(pkgnet_model_get_info(NULL, &info), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_model_get_info(model, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_model_get_info(model, &info), PKGNET_OK);
+    CHECK(info.k == 1 || info.k == 2, "k = %d", info.k);
+    CHECK(info.width > 0, "width = %d", info.width);
+    CHECK(info.channels == 1 || info.channels == 3, "channels = %d", info.channels);
+    CHECK(info.pairs >= 1 && info.pairs <= PKGNET_MAX_PAIRS, "pairs = %d", info.pairs);
+    CHECK(info.pairs == info.k, "pairs = %d for k = %d", info.pairs, info.k);
+    for (int j = 0; j < info.pairs && j < PKGNET_MAX_PAIRS; j++)
+        CHECK(info.pair_size[j] == 4 || info.pair_size[j] == 8, "pair_size[%d] = %d", j, info.pair_size[j]);
+    CHECK(info.task && (strcmp(info.task, "pred") == 0 || strcmp(info.task, "recon") == 0), "task = %s",
+          info.task ? info.task : "(null)");
+    CHECK(info.input_frames == (info.task && strcmp(info.task, "recon") == 0 ? 1 : 4), "input_frames = %d",
+          info.input_frames);
+    CHECK(info.teacher && info.teacher[0], "teacher empty");
+    CHECK(info.channel_order && (strcmp(info.channel_order, "bgr") == 0 || strcmp(info.channel_order, "rgb") == 0),
+          "channel_order = %s", info.channel_order ? info.channel_order : "(null)");
+    int pairs = info.pairs < 1 ? 1 : (info.pairs > PKGNET_MAX_PAIRS ? PKGNET_MAX_PAIRS : info.pairs);
+    int channels = info.channels == 1 ? 1 : 3;
+
+    /* ---- sessions ---- */
+    pkgnet_session *session = (pkgnet_session *)&passed;
+    CHECK_STATUS(pkgnet_session_create(NULL, 0, &session), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK(session == NULL, "*session not NULL after a failed create");
+    CHECK_STATUS(pkgnet_session_create(model, 0, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_session_create(model, -1, &session), PKGNET_ERR_INVALID_ARGUMENT);
+    session = NULL;
+    CHECK_STATUS(pkgnet_session_create(model, 0, &session), PKGNET_OK);
+    if (!session) {
+        printf("cannot go on without a session\n%d passed, %d failed\n", passed, failed);
+        return 1;
+    }
+    CHECK_STATUS(pkgnet_session_set_threads(NULL, 1), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_session_set_threads(session, -3), PKGNET_ERR_INVALID_ARGUMENT);
+
+    /* ---- scoring ---- */
+    enum { N = 6 };
+    size_t cube_bytes = (size_t)CUBE_PIXELS * channels;
+    size_t size = N * cube_bytes;
+    uint8_t *cubes = malloc(size);
+    make_cubes(cubes, size, 7);
+    float pe[N], comb[N], inc[N * PKGNET_MAX_PAIRS];
+    float *pred = malloc((size_t)N * channels * 32 * 32 * sizeof(float));
+    float *emap = malloc((size_t)N * 32 * 32 * sizeof(float));
+    float *imap[PKGNET_MAX_PAIRS] = {0};
+    for (int j = 0; j < pairs; j++)
+        imap[j] = malloc((size_t)N * 64 * sizeof(float));
+
+    pkgnet_outputs out;
+    memset(&out, 0, sizeof out);
+    out.capacity = N;
+    out.prediction_error = pe;
+    out.inconsistency = inc;
+    out.combined = comb;
+    out.prediction = pred;
+    out.error_map = emap;
+    for (int j = 0; j < pairs; j++)
+        out.inconsistency_map[j] = imap[j];
+
+    CHECK_STATUS(pkgnet_score_u8(NULL, cubes, N, size, &out), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_score_u8(session, NULL, N, size, &out), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size - 1, &out), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size + cube_bytes, &out), PKGNET_ERR_INVALID_ARGUMENT);
+    out.capacity = N - 1;
+    CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size, &out), PKGNET_ERR_INVALID_ARGUMENT);
+    out.capacity = N;
+    CHECK_STATUS(pkgnet_score_f32(NULL, pred, 1, 1, &out), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_score_f32(session, NULL, N, size, &out), PKGNET_ERR_INVALID_ARGUMENT);
+
+    /* n = 0 is a valid, empty batch, even with capacity 0. */
+    {
+        pkgnet_outputs empty;
+        memset(&empty, 0, sizeof empty);
+        float dummy = -1.0f;
+        empty.prediction_error = &dummy;
+        CHECK_STATUS(pkgnet_score_u8(session, cubes, 0, 0, &empty), PKGNET_OK);
+        CHECK(dummy == -1.0f, "n = 0 wrote an output");
+        float f = 0.5f;
+        CHECK_STATUS(pkgnet_score_f32(session, &f, 0, 0, &empty), PKGNET_OK);
+    }
+
+    CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size, &out), PKGNET_OK);
+    int finite = 1;
+    for (int i = 0; i < N; i++) {
+        finite &= isfinite(pe[i]) && isfinite(comb[i]);
+        for (int j = 0; j < pairs; j++)
+            finite &= isfinite(inc[i * pairs + j]);
+    }
+    for (size_t i = 0; i < (size_t)N * channels * 32 * 32; i++)
+        finite &= isfinite(pred[i]);
+    CHECK(finite, "non-finite scores");
+    /* S_e is the mean of the error map over pixels (the map already averages channels). */
+    for (int i = 0; i < N; i++) {
+        double s = 0;
+        for (int p = 0; p < 32 * 32; p++)
+            s += emap[i * 1024 + p];
+        CHECK(close_rel((float)(s / 1024), pe[i], 1e-4f), "cube %d: mean(error_map) %g != prediction_error %g", i,
+              s / 1024, pe[i]);
+    }
+    for (int j = 0; j < pairs; j++) {
+        int sz = info.pair_size[j];
+        for (int i = 0; i < N; i++) {
+            double s = 0;
+            for (int p = 0; p < sz * sz; p++)
+                s += imap[j][i * sz * sz + p];
+            CHECK(close_rel((float)(s / (sz * sz)), inc[i * pairs + j], 1e-4f),
+                  "cube %d pair %d: mean(inconsistency_map) %g != inconsistency %g", i, j, s / (sz * sz),
+                  inc[i * pairs + j]);
+        }
+    }
+
+    /* Outputs left NULL are skipped; the others are identical. */
+    {
+        float pe2[N];
+        pkgnet_outputs only;
+        memset(&only, 0, sizeof only);
+        only.capacity = N;
+        only.prediction_error = pe2;
+        CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size, &only), PKGNET_OK);
+        CHECK(memcmp(pe, pe2, sizeof pe) == 0, "prediction_error differs when fewer outputs are asked for");
+    }
+
+    /* The float layout [n][5C][32][32] of the same pixels gives the same scores. */
+    {
+        size_t count = (size_t)N * 5 * channels * 32 * 32;
+        float *fcubes = malloc(count * sizeof(float));
+        for (int i = 0; i < N; i++)
+            for (int t = 0; t < 5; t++)
+                for (int y = 0; y < 32; y++)
+                    for (int x = 0; x < 32; x++)
+                        for (int c = 0; c < channels; c++)
+                            fcubes[(((size_t)i * 5 * channels + t * channels + c) * 32 + y) * 32 + x] =
+                                cubes[((((size_t)i * 5 + t) * 32 + y) * 32 + x) * channels + c] / 255.0f;
+        float pe3[N], comb3[N], inc3[N * PKGNET_MAX_PAIRS];
+        pkgnet_outputs fo;
+        memset(&fo, 0, sizeof fo);
+        fo.capacity = N;
+        fo.prediction_error = pe3;
+        fo.inconsistency = inc3;
+        fo.combined = comb3;
+        CHECK_STATUS(pkgnet_score_f32(session, fcubes, N, count, &fo), PKGNET_OK);
+        int same = 1;
+        for (int i = 0; i < N; i++) {
+            same &= close_rel(pe[i], pe3[i], 1e-5f);
+            for (int j = 0; j < pairs; j++)
+                same &= close_rel(inc[i * pairs + j], inc3[i * pairs + j], 1e-5f);
+        }
+        CHECK(same, "u8 and f32 inputs disagree");
+        CHECK_STATUS(pkgnet_score_f32(session, fcubes, N, count - 1, &fo), PKGNET_ERR_INVALID_ARGUMENT);
+
+        fcubes[count / 2] = NAN;
+        CHECK_STATUS(pkgnet_score_f32(session, fcubes, N, count, &fo), PKGNET_ERR_INVALID_ARGUMENT);
+        fcubes[count / 2] = INFINITY;
+        CHECK_STATUS(pkgnet_score_f32(session, fcubes, N, count, &fo), PKGNET_ERR_INVALID_ARGUMENT);
+        free(fcubes);
+    }
+
+    /* Thread count changes speed, not results (beyond summation order). */
+    {
+        float pe4[N];
+        pkgnet_outputs o;
+        memset(&o, 0, sizeof o);
+        o.capacity = N;
+        o.prediction_error = pe4;
+        CHECK_STATUS(pkgnet_session_set_threads(session, 1), PKGNET_OK);
+        CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size, &o), PKGNET_OK);
+        int same = 1;
+        for (int i = 0; i < N; i++)
+            same &= close_rel(pe[i], pe4[i], 1e-5f);
+        CHECK(same, "1 thread and the default disagree");
+        CHECK_STATUS(pkgnet_session_set_threads(session, 0), PKGNET_OK);
+    }
+
+    /* Two threads on one session: each call either runs or is refused as busy. */
+    {
+        enum { BN = 32 };
+        uint8_t *big = malloc(BN * cube_bytes);
+        make_cubes(big, BN * cube_bytes, 11);
+        struct busy_ctx ctx = {session, big, BN, BN * cube_bytes, 0, 0, 0};
+        pthread_t t1, t2;
+        pthread_create(&t1, NULL, busy_worker, &ctx);
+        pthread_create(&t2, NULL, busy_worker, &ctx);
+        pthread_join(t1, NULL);
+        pthread_join(t2, NULL);
+        CHECK(ctx.other == 0, "%d concurrent calls failed with neither OK nor BUSY", ctx.other);
+        CHECK(ctx.ok > 0, "no concurrent call succeeded");
+        printf("note: concurrent calls on one session: %d ok, %d busy\n", ctx.ok, ctx.busy);
+        free(big);
+    }
+
+    /* The session keeps the model alive: free the model first, then score. */
+    {
+        pkgnet_session *second = NULL;
+        CHECK_STATUS(pkgnet_session_create(model, 1, &second), PKGNET_OK);
+        pkgnet_model_free(model);
+        model = NULL;
+        float pe5[N], inc5[N * PKGNET_MAX_PAIRS];
+        pkgnet_outputs o;
+        memset(&o, 0, sizeof o);
+        o.capacity = N;
+        o.prediction_error = pe5;
+        o.inconsistency = inc5;
+        CHECK_STATUS(pkgnet_score_u8(session, cubes, N, size, &o), PKGNET_OK);
+        CHECK(memcmp(pe, pe5, sizeof pe) == 0, "scores changed after the model was freed");
+        if (second) {
+            CHECK_STATUS(pkgnet_score_u8(second, cubes, N, size, &o), PKGNET_OK);
+            int same = 1;
+            for (int i = 0; i < N; i++)
+                same &= close_rel(pe[i], pe5[i], 1e-5f);
+            CHECK(same, "second session after model free disagrees");
+            pkgnet_session_free(second);
+        }
+    }
+    pkgnet_session_free(session);
+
+    free(cubes);
+    free(pred);
+    free(emap);
+    for (int j = 0; j < pairs; j++)
+        free(imap[j]);
+
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

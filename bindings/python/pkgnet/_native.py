@@ -1,0 +1,201 @@
+"""ctypes declarations of include/pkgnet.h and the loader of libpkgnet.so.
+
+Nothing here touches the shared library at import time: `lib()` loads it on
+first use, so the pure-Python model tools keep working where it is absent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from ctypes import (
+    POINTER,
+    Structure,
+    c_char_p,
+    c_float,
+    c_int,
+    c_size_t,
+    c_uint8,
+    c_void_p,
+)
+from pathlib import Path
+
+from . import errors
+
+# Mirrors of the header's macros; checked against pkgnet_version() by the tests.
+VERSION_MAJOR = 0
+VERSION_MINOR = 1
+VERSION_PATCH = 0
+CROP_SIZE = 32
+CUBE_FRAMES = 5
+MAX_PAIRS = 4
+
+OK = 0
+STATUS_NAMES = {
+    0: "PKGNET_OK",
+    1: "PKGNET_ERR_INVALID_ARGUMENT",
+    2: "PKGNET_ERR_IO",
+    3: "PKGNET_ERR_FORMAT",
+    4: "PKGNET_ERR_UNSUPPORTED",
+    5: "PKGNET_ERR_MODEL_MISMATCH",
+    6: "PKGNET_ERR_OUT_OF_MEMORY",
+    7: "PKGNET_ERR_BACKEND",
+    8: "PKGNET_ERR_BUSY",
+    9: "PKGNET_ERR_INTERNAL",
+}
+
+class ModelInfo(Structure):
+    """pkgnet_model_info, field for field."""
+
+    _fields_ = [
+        ("k", c_int),
+        ("width", c_int),
+        ("channels", c_int),
+        ("input_frames", c_int),
+        ("pairs", c_int),
+        ("pair_size", c_int * MAX_PAIRS),
+        ("task", c_char_p),
+        ("teacher", c_char_p),
+        ("channel_order", c_char_p),
+        ("teacher_channel_order", c_char_p),
+        ("teacher_mean", c_float * 3),
+        ("teacher_std", c_float * 3),
+        ("weights", c_float * (1 + MAX_PAIRS)),
+        ("mu", c_float * (1 + MAX_PAIRS)),
+        ("sigma", c_float * (1 + MAX_PAIRS)),
+        ("reserved", c_void_p * 8),
+    ]
+
+
+_FloatPtr = POINTER(c_float)
+
+
+class Outputs(Structure):
+    """pkgnet_outputs, field for field."""
+
+    _fields_ = [
+        ("capacity", c_size_t),
+        ("prediction_error", _FloatPtr),
+        ("inconsistency", _FloatPtr),
+        ("combined", _FloatPtr),
+        ("prediction", _FloatPtr),
+        ("error_map", _FloatPtr),
+        ("inconsistency_map", _FloatPtr * MAX_PAIRS),
+        ("reserved", c_void_p * 8),
+    ]
+
+
+# Opaque handles travel as void*: Python never looks inside them, and c_void_p
+# turns NULL into None, which makes "was it set?" a plain truth test.
+_Handle = c_void_p
+_HandleOut = POINTER(c_void_p)
+
+# name: (restype, argtypes). The whole API of pkgnet.h; a library lacking any
+# of these is refused, because a partial binding fails late and confusingly.
+_PROTOTYPES = {
+    "pkgnet_version": (c_char_p, []),
+    "pkgnet_system_info": (c_char_p, []),
+    "pkgnet_status_name": (c_char_p, [c_int]),
+    "pkgnet_last_error": (c_char_p, []),
+    "pkgnet_model_load": (c_int, [c_char_p, _HandleOut]),
+    "pkgnet_model_load_from_memory": (c_int, [c_void_p, c_size_t, _HandleOut]),
+    "pkgnet_model_free": (None, [_Handle]),
+    "pkgnet_model_get_info": (c_int, [_Handle, POINTER(ModelInfo)]),
+    "pkgnet_session_create": (c_int, [_Handle, c_int, _HandleOut]),
+    "pkgnet_session_free": (None, [_Handle]),
+    "pkgnet_session_set_threads": (c_int, [_Handle, c_int]),
+    "pkgnet_score_u8": (c_int, [_Handle, POINTER(c_uint8), c_size_t, c_size_t, POINTER(Outputs)]),
+    "pkgnet_score_f32": (c_int, [_Handle, _FloatPtr, c_size_t, c_size_t, POINTER(Outputs)]),
+}
+
+_lock = threading.Lock()
+_lib = None
+
+
+def _repo_library() -> Path:
+    # bindings/python/pkgnet/_native.py -> repo root is three folders up.
+    return Path(__file__).resolve().parent.parent.parent.parent / ".build" / "release" / "libpkgnet.so"
+
+
+def _candidates():
+    """(description, what to dlopen) in the order they are tried."""
+    env = os.environ.get("PKGNET_LIBRARY")
+    if env:
+        # An explicit choice is never silently replaced by another library.
+        return [("PKGNET_LIBRARY", env)]
+    out = [("repository build", str(_repo_library()))]
+    # dlopen by SONAME searches LD_LIBRARY_PATH and the ld.so cache, which
+    # covers a `make install` to a system prefix.
+    out.append(("system", "libpkgnet.so.0"))
+    found = ctypes.util.find_library("pkgnet")
+    if found and found != "libpkgnet.so.0":
+        out.append(("system (find_library)", found))
+    return out
+
+
+def _bind(handle: ctypes.CDLL, where: str) -> ctypes.CDLL:
+    missing = [name for name in _PROTOTYPES if not hasattr(handle, name)]
+    if missing:
+        raise errors.BackendError(
+            f"{where} is not a usable libpkgnet: it lacks {', '.join(missing)}"
+        )
+    for name, (restype, argtypes) in _PROTOTYPES.items():
+        fn = getattr(handle, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return handle
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded library, loading it on the first call (thread-safe)."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        tried = []
+        if not os.environ.get("PKGNET_LIBRARY"):
+            tried.append("PKGNET_LIBRARY: not set")
+        for what, target in _candidates():
+            if os.sep in target and not os.path.exists(target):
+                tried.append(f"{what}: {target} (absent)")
+                continue
+            try:
+                handle = ctypes.CDLL(target)
+            except OSError as exc:
+                tried.append(f"{what}: {target} ({exc})")
+                continue
+            _lib = _bind(handle, target)
+            return _lib
+        raise errors.BackendError(
+            "libpkgnet.so could not be loaded; set PKGNET_LIBRARY to its path, build it "
+            "with `make build`, or install it with `make install`. Tried:\n  "
+            + "\n  ".join(tried)
+        )
+
+
+def error_class(status: int) -> type:
+    # errors.py is the one home of the classes; an unknown status still raises.
+    return errors.ERROR_FOR_STATUS.get(status, errors.Error)
+
+
+def status_name(status: int) -> str:
+    return STATUS_NAMES.get(status, f"status {status}")
+
+
+def check(status: int) -> None:
+    """Raises the errors.py class of `status` unless it is PKGNET_OK.
+
+    Must run on the thread that made the call, before any other pkgnet call:
+    pkgnet_last_error() is per thread and overwritten by the next failure.
+    """
+    if status == OK:
+        return
+    raw = lib().pkgnet_last_error()
+    message = raw.decode("utf-8", "replace") if raw else ""
+    if not message:
+        message = status_name(status)
+    raise error_class(status)(message)
