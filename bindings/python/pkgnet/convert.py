@@ -70,14 +70,18 @@ def _double_conv(shapes, prefix, cin, cout):
     _bn(shapes, prefix + ".4", cout)
 
 
-def student_shapes(k, width, channels, task):
-    """Name -> shape of every student tensor (published code's names)."""
+def _check_student_settings(k, task, channels):
     if k not in (1, 2):
         raise InvalidArgumentError("k must be 1 or 2, not %r" % (k,))
     if task not in _TASKS:
         raise InvalidArgumentError("task must be 'pred' or 'recon', not %r" % (task,))
     if channels not in (1, 3):
         raise InvalidArgumentError("channels must be 1 or 3, not %r" % (channels,))
+
+
+def student_shapes(k, width, channels, task):
+    """Name -> shape of every student tensor (published code's names)."""
+    _check_student_settings(k, task, channels)
     w = int(width)
     if w < 1:
         raise InvalidArgumentError("width must be positive, not %r" % (width,))
@@ -252,12 +256,7 @@ def _finite_list(values, n, what):
 def build_metadata(k, width, task, channels, arch, weights=None, mean=None, std=None,
                    input_order="bgr", teacher_order="bgr", mu=None, sigma=None):
     """The ``pkgnet`` metadata document (a dict) of docs/model-format.md."""
-    if k not in (1, 2):
-        raise InvalidArgumentError("k must be 1 or 2, not %r" % (k,))
-    if task not in _TASKS:
-        raise InvalidArgumentError("task must be 'pred' or 'recon', not %r" % (task,))
-    if channels not in (1, 3):
-        raise InvalidArgumentError("channels must be 1 or 3, not %r" % (channels,))
+    _check_student_settings(k, task, channels)
     if arch not in ARCHS:
         raise InvalidArgumentError("unknown teacher arch %r (one of %s)" % (arch, ", ".join(ARCHS)))
     for what, order in (("input order", input_order), ("teacher order", teacher_order)):
