@@ -17,4 +17,19 @@ void pkk_set_errorf(const char *format, ...) PKK_PRINTF(1, 2);
  * parallel region: below this the fork/join costs more than it saves. */
 #define PKK_PAR_MIN 32768
 
+/*
+ * Runs fn over the index range [0, n), split into contiguous static parts:
+ * fn(lo, hi, thread, args) once per thread in an OpenMP team of at most
+ * min(n, omp_get_max_threads()) threads (thread = its index in the team, so
+ * below that bound), or directly as fn(0, n, 0, args) when `work` (elements
+ * touched) is below PKK_PAR_MIN or only one thread is available. Small work
+ * never enters an OpenMP region: even a serialized one costs about a
+ * microsecond in libomp.
+ */
+typedef void (*pkk_range_fn)(long lo, long hi, int thread, const void *args);
+void pkk_run(long n, size_t work, pkk_range_fn fn, const void *args);
+
+/* Threads pkk_run would use for n items (1 if it would not fork). */
+int pkk_run_threads(long n, size_t work);
+
 #endif /* PKK_INTERNAL_H */

@@ -104,7 +104,6 @@ static struct {
     int parallel;                    /* openblas_get_parallel(): 0 seq, 1 pthread, 2 openmp, -1 unknown */
     char path[512];                  /* the file actually loaded */
     const char *core_source;         /* how the core type was chosen */
-    char core_env[64];               /* the OPENBLAS_CORETYPE in force at load ("" if none) */
     pkk_cpu cpu;
 } pkk_rt = { .once = PTHREAD_ONCE_INIT, .status = -1, .parallel = -1 };
 
@@ -113,22 +112,28 @@ static void pkk_load_blas(void)
     pkk_rt.cpu = pkk_detect_cpu();
 
     /* Route OpenBLAS's GOMP_* / omp_* references to libomp (already loaded as our
-     * NEEDED; this only adds it to the global scope when we were loaded RTLD_LOCAL). */
-    void *omp = dlopen("libomp.so.5", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
-    (void)omp; /* deliberately kept open: dlclose would only drop the reference again */
+     * NEEDED; this only adds it to the global scope when we were loaded RTLD_LOCAL,
+     * as Python's ctypes does). The reference is kept: libomp stays global. */
+    void *omp = NULL;
+    Dl_info omp_info;
+    if (dladdr((void *)omp_get_max_threads, &omp_info) != 0 && omp_info.dli_fname != NULL)
+        omp = dlopen(omp_info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+    if (omp == NULL) omp = dlopen("libomp.so.5", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+    (void)omp;
 
+    /* The user's OPENBLAS_CORETYPE (even an empty one) is left alone; otherwise
+     * the core type from cpuid is set for the dlopen only. (setenv is not safe
+     * against a concurrent getenv in another thread; this runs once, early.) */
     const char *user_core = getenv("OPENBLAS_CORETYPE");
     const char *chosen = NULL;
-    if (user_core != NULL && user_core[0] != '\0') {
-        pkk_rt.core_source = "from OPENBLAS_CORETYPE";
-        snprintf(pkk_rt.core_env, sizeof pkk_rt.core_env, "%s", user_core);
+    if (user_core != NULL) {
+        pkk_rt.core_source = user_core[0] ? "from OPENBLAS_CORETYPE"
+                                          : "OpenBLAS's own choice, OPENBLAS_CORETYPE is empty";
     } else if ((chosen = pkk_core_for_cpu(&pkk_rt.cpu)) != NULL) {
         pkk_rt.core_source = "chosen from cpuid";
-        snprintf(pkk_rt.core_env, sizeof pkk_rt.core_env, "%s", chosen);
         setenv("OPENBLAS_CORETYPE", chosen, 1);
     } else {
         pkk_rt.core_source = "OpenBLAS's own choice";
-        pkk_rt.core_env[0] = '\0';
     }
 
     char tried[768];
@@ -205,6 +210,34 @@ void pkk_set_threads(int threads)
     if (threads <= 0) threads = pkk_default_threads();
     omp_set_num_threads(threads);
     if (pkk_rt.set_threads != NULL) pkk_rt.set_threads(threads);
+}
+
+/* ---- parallel ranges ---- */
+
+int pkk_run_threads(long n, size_t work)
+{
+    if (n <= 1 || work < PKK_PAR_MIN) return 1;
+    int threads = omp_get_max_threads();
+    if (threads > n) threads = (int)n;
+    return threads > 1 ? threads : 1;
+}
+
+void pkk_run(long n, size_t work, pkk_range_fn fn, const void *args)
+{
+    if (n <= 0) return;
+    const int threads = pkk_run_threads(n, work);
+    if (threads <= 1) {
+        fn(0, n, 0, args);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const long q = n / nt, r = n % nt;
+        const long lo = t * q + (t < r ? t : r);
+        const long hi = lo + q + (t < r ? 1 : 0);
+        if (lo < hi) fn(lo, hi, (int)t, args);
+    }
 }
 
 /* ---- GEMM ---- */
