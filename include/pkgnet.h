@@ -200,6 +200,76 @@ pkgnet_status pkgnet_score_u8(pkgnet_session *session, const uint8_t *cubes, siz
 pkgnet_status pkgnet_score_f32(pkgnet_session *session, const float *cubes, size_t n, size_t count,
                                pkgnet_outputs *outputs);
 
+/* ------------------------------------------------------------------------
+ * From frames to object cubes (docs/video-pipeline.md)
+ * ------------------------------------------------------------------------ */
+
+/* 8-bit interleaved pixel formats of a frame. */
+typedef enum pkgnet_pixel_format {
+    PKGNET_PIXEL_GREY = 1,
+    PKGNET_PIXEL_BGR = 2,
+    PKGNET_PIXEL_RGB = 3
+} pkgnet_pixel_format;
+
+/* A frame the caller owns: `height` rows of `stride` bytes, each holding
+ * `width` pixels of `format`. pkgnet only reads it during the call. */
+typedef struct pkgnet_frame {
+    const uint8_t *data;
+    int width;
+    int height;
+    size_t stride;
+    int format;                /* a pkgnet_pixel_format */
+} pkgnet_frame;
+
+/* A box in pixels of its frame. Crops take the integer bounds
+ * ceil(x1)..ceil(x2)-1 and ceil(y1)..ceil(y2)-1, clipped to the frame. */
+typedef struct pkgnet_box {
+    float x1, y1, x2, y2;
+} pkgnet_box;
+
+/* Why a box gave no cube (pkgnet_make_cubes' `problems`). */
+typedef enum pkgnet_box_problem {
+    PKGNET_BOX_OK = 0,
+    PKGNET_BOX_NON_FINITE = 1, /* a coordinate is NaN or infinite */
+    PKGNET_BOX_INVERTED = 2,   /* x2 < x1 or y2 < y1 */
+    PKGNET_BOX_EMPTY = 3       /* nothing of it lies inside the frame */
+} pkgnet_box_problem;
+
+/*
+ * Crops each box from 5 frames (frames[0..4] = t-4..t, same size and format)
+ * and resizes the crops to 32x32 with OpenCV's INTER_LINEAR arithmetic
+ * (bit-exact with cv2.resize on x86), into uint8 cubes [n][5][32][32][channels]
+ * that pkgnet_score_u8 takes. channels 3: grey frames are replicated, colour
+ * frames written in `channel_order` ("bgr" or "rgb"; NULL = "bgr");
+ * channels 1: colour frames are converted as OpenCV's BGR2GRAY.
+ * `size` is the number of bytes at `cubes` and must be n*5*32*32*channels.
+ * problems (int32 [n], may be NULL) receives a pkgnet_box_problem per box; a
+ * skipped box's cube is zero-filled and does not make the call fail.
+ * Returns PKGNET_OK, or PKGNET_ERR_INVALID_ARGUMENT for NULL pointers, frames
+ * of different sizes or formats, a bad stride, format, channel count, order
+ * or size.
+ */
+pkgnet_status pkgnet_make_cubes(const pkgnet_frame frames[5], const pkgnet_box *boxes, size_t n,
+                                int channels, const char *channel_order,
+                                uint8_t *cubes, size_t size, int32_t *problems);
+
+/*
+ * Foreground boxes found by motion around frame t (frames[0..2] = t-1, t,
+ * t+1): Gaussian blur, summed absolute differences of neighbouring frames
+ * (in a wide accumulator: unlike the published code, no uint8 wrap-around),
+ * threshold, the detector boxes (grown by 2 px) masked out, external
+ * contours' bounding boxes filtered by area and aspect ratio, grown by 2 px.
+ * scene: "ped2" (NULL), "avenue" or "shanghaitech" selects the thresholds.
+ * Writes min(found, capacity) boxes to `proposals` and the number found to
+ * *count (call again with a larger buffer if *count > capacity).
+ * Returns PKGNET_OK, or PKGNET_ERR_INVALID_ARGUMENT for NULL pointers, frames
+ * of different sizes or formats, or an unknown scene.
+ */
+pkgnet_status pkgnet_motion_proposals(const pkgnet_frame frames[3],
+                                      const pkgnet_box *detector_boxes, size_t n_detector,
+                                      const char *scene, pkgnet_box *proposals,
+                                      size_t capacity, size_t *count);
+
 #ifdef __cplusplus
 }
 #endif

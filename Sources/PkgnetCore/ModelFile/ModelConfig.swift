@@ -31,11 +31,20 @@ public struct ModelConfig: Sendable {
     }
 
     public static let formatVersion = 1
+    /// Scenes whose frame-level settings (SceneSettings) pkgnet knows.
+    public static let scenes = ["ped2", "avenue", "shanghaitech"]
 
     public var student: Student
     public var teacher: Teacher
     public var inputChannelOrder: ChannelOrder
     public var scoring: Scoring
+    /// Frame-level scoring (metadata "frame"; defaults when absent).
+    public var frame: FrameScoring
+    /// The scene the model was trained on, one of `scenes`: picks the
+    /// detector and motion-proposal settings (metadata "frame.scene", default ped2).
+    public var scene: String
+    /// The preset of `scene` (validated at load, so the fallback is never taken).
+    public var sceneSettings: SceneSettings { SceneSettings.preset(named: scene) ?? .ped2 }
 
     /// Distilled pairs: the k=2 student pairs its bottleneck and its 8x8
     /// decoder feature, the k=1 student only its bottleneck.
@@ -92,6 +101,15 @@ public struct ModelConfig: Sendable {
         }
         guard sigma.allSatisfy({ $0 > 0 }) else { throw bad("scoring.sigma must be positive: \(sigma)") }
         scoring = Scoring(weights: weights, mu: mu, sigma: sigma)
+
+        let rawFrame = raw.frame
+        frame = FrameScoring(topK: rawFrame?.top_k ?? 1, emptyFloor: rawFrame?.empty_floor ?? 0,
+                             medianWindow: rawFrame?.median_window ?? 19, causal: rawFrame?.causal ?? false)
+        if let problem = frame.problem { throw bad("frame.\(problem)") }
+        scene = rawFrame?.scene ?? "ped2"
+        guard Self.scenes.contains(scene) else {
+            throw unsupported("frame.scene must be one of \(Self.scenes.joined(separator: ", ")), not '\(scene)'")
+        }
     }
 }
 
@@ -101,9 +119,11 @@ private struct RawConfig: Decodable {
     struct Teacher: Decodable { let arch: String; let channel_order: String?; let mean: [Float]?; let std: [Float]? }
     struct Input: Decodable { let channel_order: String? }
     struct Scoring: Decodable { let weights: [Float]?; let mu: [Float]?; let sigma: [Float]? }
+    struct Frame: Decodable { let top_k: Int?; let empty_floor: Float?; let median_window: Int?; let causal: Bool?; let scene: String? }
     let format_version: Int
     let student: Student
     let teacher: Teacher
     let input: Input?
     let scoring: Scoring?
+    let frame: Frame?
 }

@@ -1,14 +1,14 @@
-// The C API of include/pkgnet.h: a thin skin over PkgnetCore. Every entry
-// point validates its arguments before touching them (a Swift trap would take
-// the host process down), turns thrown errors into a status plus the
-// thread's error message, and never lets an error escape as a crash.
+// The C API of include/pkgnet.h, part 1: version and errors, models,
+// sessions, scoring of object cubes. A thin skin over PkgnetCore: every
+// entry point validates its arguments before touching them (a Swift trap
+// would take the host process down).
 import Glibc
 import PkgnetCore
 import PkgnetKernels
 
 /// What a pkgnet_model handle points to: the model plus the C strings
 /// pkgnet_model_get_info hands out, alive as long as the handle.
-private final class ModelHandle {
+final class ModelHandle {
     let model: Model
     let task: UnsafeMutablePointer<CChar>
     let teacher: UnsafeMutablePointer<CChar>
@@ -32,7 +32,7 @@ private final class ModelHandle {
 }
 
 /// A pkgnet_session handle keeps its model handle (and so the model) alive.
-private final class SessionHandle {
+final class SessionHandle {
     let session: Session
     let model: ModelHandle
 
@@ -42,28 +42,11 @@ private final class SessionHandle {
     }
 }
 
-private func fail(_ status: Status, _ message: String) -> pkgnet_status {
-    pkk_set_error(message)
-    return pkgnet_status(rawValue: UInt32(status.rawValue))
-}
-
-/// Runs `body`, mapping a thrown PkgnetError (or anything else) to a status.
-private func guarded(_ body: () throws -> Void) -> pkgnet_status {
-    do {
-        try body()
-        return PKGNET_OK
-    } catch let error as PkgnetError {
-        return fail(error.status, error.message)
-    } catch {
-        return fail(.internal, "unexpected error: \(error)")
-    }
-}
-
-private func modelHandle(_ pointer: OpaquePointer?) -> ModelHandle? {
+func modelHandle(_ pointer: OpaquePointer?) -> ModelHandle? {
     pointer.map { Unmanaged<ModelHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
 }
 
-private func sessionHandle(_ pointer: OpaquePointer?) -> SessionHandle? {
+func sessionHandle(_ pointer: OpaquePointer?) -> SessionHandle? {
     pointer.map { Unmanaged<SessionHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
 }
 
