@@ -270,6 +270,102 @@ pkgnet_status pkgnet_motion_proposals(const pkgnet_frame frames[3],
                                       const char *scene, pkgnet_box *proposals,
                                       size_t capacity, size_t *count);
 
+/* ------------------------------------------------------------------------
+ * Per-camera streams: frames in, object and frame scores out
+ * ------------------------------------------------------------------------ */
+
+/* One stream per camera; streams share an immutable model. A stream is used
+ * by one thread at a time (a concurrent call returns PKGNET_ERR_BUSY); many
+ * streams may be pushed from many threads. Memory is bounded: a ring of 5
+ * frames (6 with motion proposals) and the median filter's window. */
+typedef struct pkgnet_stream pkgnet_stream;
+
+/* Stream settings; pkgnet_stream_options_init fills "use the model's". */
+typedef struct pkgnet_stream_options {
+    const char *scene;      /* "ped2", "avenue", "shanghaitech"; NULL = the model's scene */
+    int use_motion;         /* nonzero: add motion proposals (frame t is scored when t+1 arrives) */
+    int top_k;              /* frame score = mean of the top-k object scores; 0 = the model's */
+    int median_window;      /* odd window of the per-clip median filter, 1 = off; 0 = the model's */
+    int causal;             /* 1: causal median (no delay); 0: centred, delayed by window/2; -1 = the model's */
+    int has_empty_floor;    /* nonzero: empty_floor below overrides the model's */
+    float empty_floor;      /* frame score of a frame without objects */
+    int threads;            /* scoring threads, 0 = default */
+    void *reserved[8];      /* set to NULL (pkgnet_stream_options_init does) */
+} pkgnet_stream_options;
+
+/* A detector's box for a frame; filtered by the scene's confidence, area and
+ * overlap rules before use. */
+typedef struct pkgnet_detection {
+    pkgnet_box box;
+    float confidence;
+} pkgnet_detection;
+
+/* One scored object. */
+typedef struct pkgnet_object_score {
+    int64_t frame;          /* index of the frame within the clip, from 0 */
+    pkgnet_box box;
+    float prediction_error;
+    float inconsistency[PKGNET_MAX_PAIRS]; /* the model's pairs first, the rest 0 */
+    float combined;
+} pkgnet_object_score;
+
+/* One frame's score, final once the median filter has seen enough frames. */
+typedef struct pkgnet_frame_score {
+    int64_t frame;          /* index within the clip */
+    float raw;              /* top-k mean of the frame's object scores (or the floor) */
+    float smoothed;         /* after the median filter */
+} pkgnet_frame_score;
+
+/* Sets every option to "the model's setting". NULL is accepted. */
+void pkgnet_stream_options_init(pkgnet_stream_options *options);
+
+/*
+ * Creates a stream on a model; options NULL = the model's settings.
+ * Returns PKGNET_OK and sets *stream, or PKGNET_ERR_INVALID_ARGUMENT (NULL
+ * model or stream, an unknown scene, an even or out-of-range window, a
+ * non-finite floor, a bad thread count) with *stream = NULL.
+ */
+pkgnet_status pkgnet_stream_create(const pkgnet_model *model, const pkgnet_stream_options *options,
+                                   pkgnet_stream **stream);
+
+/* Releases a stream. NULL is accepted. */
+void pkgnet_stream_free(pkgnet_stream *stream);
+
+/*
+ * Pushes the clip's next frame with the detector's boxes for it
+ * (detections may be NULL when n is 0). The frame is copied. The step's
+ * results (objects scored now, frame scores that became final, boxes
+ * skipped) replace the previous step's; read them with the functions below.
+ * Returns PKGNET_OK; PKGNET_ERR_INVALID_ARGUMENT for NULL pointers, a bad
+ * frame, or a frame whose size or format differs from the clip's (the
+ * stream is then unchanged and the next push may retry); PKGNET_ERR_BUSY.
+ */
+pkgnet_status pkgnet_stream_push(pkgnet_stream *stream, const pkgnet_frame *frame,
+                                 const pkgnet_detection *detections, size_t n);
+
+/*
+ * Ends the clip: scores the last frame if motion delayed it and releases
+ * the median filter's pending frame scores. The next push starts a new clip
+ * (frame 0, any size). Returns PKGNET_OK, PKGNET_ERR_INVALID_ARGUMENT for
+ * NULL, or PKGNET_ERR_BUSY.
+ */
+pkgnet_status pkgnet_stream_finish(pkgnet_stream *stream);
+
+/*
+ * The last step's results: writes min(available, capacity) entries and sets
+ * *count to the number available (call with capacity 0 to size a buffer).
+ * Returns PKGNET_OK, or PKGNET_ERR_INVALID_ARGUMENT for NULL stream/count
+ * or a NULL buffer with capacity > 0.
+ */
+pkgnet_status pkgnet_stream_objects(pkgnet_stream *stream, pkgnet_object_score *objects,
+                                    size_t capacity, size_t *count);
+pkgnet_status pkgnet_stream_frame_scores(pkgnet_stream *stream, pkgnet_frame_score *scores,
+                                         size_t capacity, size_t *count);
+/* Boxes of the step's frame that gave no cube, with a pkgnet_box_problem each
+ * (problems may be NULL). */
+pkgnet_status pkgnet_stream_skipped(pkgnet_stream *stream, pkgnet_box *boxes, int32_t *problems,
+                                    size_t capacity, size_t *count);
+
 #ifdef __cplusplus
 }
 #endif

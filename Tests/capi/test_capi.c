@@ -136,6 +136,88 @@ static void *busy_worker(void *arg) {
     return NULL;
 }
 
+/* Streams, cubes and motion proposals: the contracts of the video half of the API. */
+static void test_video(const char *model_path) {
+    pkgnet_stream_free(NULL);
+    pkgnet_stream_options_init(NULL);
+
+    enum { W = 64, H = 48 };
+    static uint8_t pixels[H * W * 3], small[(H / 2) * (W / 2) * 3];
+    for (size_t i = 0; i < sizeof pixels; i++) pixels[i] = (uint8_t)(i * 7 % 251);
+    pkgnet_frame frame = {pixels, W, H, W * 3, PKGNET_PIXEL_BGR};
+    pkgnet_frame other = {small, W / 2, H / 2, W / 2 * 3, PKGNET_PIXEL_BGR};
+    pkgnet_frame five[5] = {frame, frame, frame, frame, frame};
+
+    /* pkgnet_make_cubes */
+    pkgnet_box boxes[3] = {{4, 4, 30, 40}, {NAN, 0, 1, 1}, {10, 10, 5, 20}};
+    static uint8_t cubes[3 * 5 * 32 * 32 * 3];
+    int32_t problems[3] = {-1, -1, -1};
+    CHECK_STATUS(pkgnet_make_cubes(NULL, boxes, 3, 3, "bgr", cubes, sizeof cubes, problems), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_make_cubes(five, boxes, 3, 3, "bgr", cubes, sizeof cubes - 1, problems), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_make_cubes(five, boxes, 3, 2, "bgr", cubes, sizeof cubes, problems), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_make_cubes(five, boxes, 3, 3, "gbr", cubes, sizeof cubes, problems), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_make_cubes(five, boxes, 3, 3, "bgr", cubes, sizeof cubes, problems), PKGNET_OK);
+    CHECK(problems[0] == PKGNET_BOX_OK && problems[1] == PKGNET_BOX_NON_FINITE && problems[2] == PKGNET_BOX_INVERTED,
+          "box problems %d %d %d", problems[0], problems[1], problems[2]);
+    pkgnet_frame mixed[5] = {frame, frame, other, frame, frame};
+    CHECK_STATUS(pkgnet_make_cubes(mixed, boxes, 3, 3, "bgr", cubes, sizeof cubes, problems), PKGNET_ERR_INVALID_ARGUMENT);
+
+    /* pkgnet_motion_proposals */
+    size_t found = 99;
+    pkgnet_box proposals[8];
+    CHECK_STATUS(pkgnet_motion_proposals(five, NULL, 0, "nowhere", proposals, 8, &found), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_motion_proposals(five, NULL, 0, NULL, proposals, 8, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_motion_proposals(five, NULL, 0, NULL, proposals, 8, &found), PKGNET_OK);
+    CHECK(found == 0, "identical frames gave %zu motion proposals", found);
+
+    /* streams */
+    pkgnet_model *model = NULL;
+    CHECK_STATUS(pkgnet_model_load(model_path, &model), PKGNET_OK);
+    pkgnet_stream *stream = (pkgnet_stream *)1;
+    CHECK_STATUS(pkgnet_stream_create(NULL, NULL, &stream), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK(stream == NULL, "*stream not NULL after a failed create");
+    pkgnet_stream_options options;
+    pkgnet_stream_options_init(&options);
+    options.scene = "nowhere";
+    CHECK_STATUS(pkgnet_stream_create(model, &options, &stream), PKGNET_ERR_INVALID_ARGUMENT);
+    pkgnet_stream_options_init(&options);
+    options.median_window = 4;
+    CHECK_STATUS(pkgnet_stream_create(model, &options, &stream), PKGNET_ERR_INVALID_ARGUMENT);
+    pkgnet_stream_options_init(&options);
+    options.median_window = 1;
+    CHECK_STATUS(pkgnet_stream_create(model, &options, &stream), PKGNET_OK);
+    pkgnet_model_free(model); /* the stream keeps it alive */
+
+    pkgnet_detection detection = {{4, 4, 40, 44}, 0.9f};
+    CHECK_STATUS(pkgnet_stream_push(stream, NULL, &detection, 1), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_stream_push(stream, &frame, NULL, 1), PKGNET_ERR_INVALID_ARGUMENT);
+    for (int t = 0; t < 3; t++) {
+        CHECK_STATUS(pkgnet_stream_push(stream, &frame, &detection, 1), PKGNET_OK);
+        size_t n = 0;
+        pkgnet_object_score object;
+        pkgnet_frame_score score;
+        CHECK_STATUS(pkgnet_stream_objects(stream, NULL, 0, &n), PKGNET_OK);
+        CHECK(n == 1, "push %d: %zu objects, want 1", t, n);
+        CHECK_STATUS(pkgnet_stream_objects(stream, &object, 1, &n), PKGNET_OK);
+        CHECK(object.frame == t && isfinite(object.combined), "push %d: object of frame %lld, combined %g", t,
+              (long long)object.frame, object.combined);
+        CHECK_STATUS(pkgnet_stream_frame_scores(stream, &score, 1, &n), PKGNET_OK);
+        CHECK(n == 1 && score.frame == t && score.raw == object.combined && score.smoothed == score.raw,
+              "push %d: %zu frame scores (frame %lld, raw %g, smoothed %g)", t, n, (long long)score.frame,
+              score.raw, score.smoothed);
+    }
+    CHECK_STATUS(pkgnet_stream_push(stream, &other, NULL, 0), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_stream_objects(stream, NULL, 0, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_stream_objects(stream, NULL, 1, &found), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_stream_push(stream, &frame, NULL, 0), PKGNET_OK); /* a failed push changes nothing */
+    pkgnet_frame_score score;
+    CHECK_STATUS(pkgnet_stream_frame_scores(stream, &score, 1, &found), PKGNET_OK);
+    CHECK(found == 1 && score.frame == 3, "after a refused frame the next one is frame %lld", (long long)score.frame);
+    CHECK_STATUS(pkgnet_stream_finish(stream), PKGNET_OK);
+    CHECK_STATUS(pkgnet_stream_push(stream, &other, NULL, 0), PKGNET_OK); /* a new clip may change size */
+    pkgnet_stream_free(stream);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s MODEL.safetensors\n", argv[0]);
@@ -465,6 +547,8 @@ int main(int argc, char **argv) {
     free(emap);
     for (int j = 0; j < pairs; j++)
         free(imap[j]);
+
+    test_video(model_path);
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

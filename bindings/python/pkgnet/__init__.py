@@ -27,6 +27,7 @@ from .errors import (
 # Importing model does not load libpkgnet; only constructing a Model or
 # calling version()/system_info() does.
 from .model import Model, ModelInfo, Scores, system_info, version
+from .video import Stream, StreamStep, cubes, motion_proposals
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,10 @@ __all__ = [
     "Model",
     "ModelInfo",
     "Scores",
+    "Stream",
+    "StreamStep",
+    "cubes",
+    "motion_proposals",
     "version",
     "system_info",
     "Error",

@@ -16,6 +16,8 @@ from ctypes import (
     c_char_p,
     c_float,
     c_int,
+    c_int32,
+    c_int64,
     c_size_t,
     c_uint8,
     c_void_p,
@@ -87,6 +89,66 @@ class Outputs(Structure):
     ]
 
 
+class Frame(Structure):
+    """pkgnet_frame."""
+
+    _fields_ = [
+        ("data", POINTER(c_uint8)),
+        ("width", c_int),
+        ("height", c_int),
+        ("stride", c_size_t),
+        ("format", c_int),
+    ]
+
+
+class Box(Structure):
+    """pkgnet_box."""
+
+    _fields_ = [("x1", c_float), ("y1", c_float), ("x2", c_float), ("y2", c_float)]
+
+
+class Detection(Structure):
+    """pkgnet_detection."""
+
+    _fields_ = [("box", Box), ("confidence", c_float)]
+
+
+class StreamOptions(Structure):
+    """pkgnet_stream_options."""
+
+    _fields_ = [
+        ("scene", c_char_p),
+        ("use_motion", c_int),
+        ("top_k", c_int),
+        ("median_window", c_int),
+        ("causal", c_int),
+        ("has_empty_floor", c_int),
+        ("empty_floor", c_float),
+        ("threads", c_int),
+        ("reserved", c_void_p * 8),
+    ]
+
+
+class ObjectScore(Structure):
+    """pkgnet_object_score."""
+
+    _fields_ = [
+        ("frame", c_int64),
+        ("box", Box),
+        ("prediction_error", c_float),
+        ("inconsistency", c_float * MAX_PAIRS),
+        ("combined", c_float),
+    ]
+
+
+class FrameScore(Structure):
+    """pkgnet_frame_score."""
+
+    _fields_ = [("frame", c_int64), ("raw", c_float), ("smoothed", c_float)]
+
+
+PIXEL_GREY, PIXEL_BGR, PIXEL_RGB = 1, 2, 3
+
 # Opaque handles travel as void*: Python never looks inside them, and c_void_p
 # turns NULL into None, which makes "was it set?" a plain truth test.
 _Handle = c_void_p
@@ -108,6 +170,18 @@ _PROTOTYPES = {
     "pkgnet_session_set_threads": (c_int, [_Handle, c_int]),
     "pkgnet_score_u8": (c_int, [_Handle, POINTER(c_uint8), c_size_t, c_size_t, POINTER(Outputs)]),
     "pkgnet_score_f32": (c_int, [_Handle, _FloatPtr, c_size_t, c_size_t, POINTER(Outputs)]),
+    "pkgnet_make_cubes": (c_int, [POINTER(Frame), POINTER(Box), c_size_t, c_int, c_char_p,
+                                  POINTER(c_uint8), c_size_t, POINTER(c_int32)]),
+    "pkgnet_motion_proposals": (c_int, [POINTER(Frame), POINTER(Box), c_size_t, c_char_p,
+                                        POINTER(Box), c_size_t, POINTER(c_size_t)]),
+    "pkgnet_stream_options_init": (None, [POINTER(StreamOptions)]),
+    "pkgnet_stream_create": (c_int, [_Handle, POINTER(StreamOptions), _HandleOut]),
+    "pkgnet_stream_free": (None, [_Handle]),
+    "pkgnet_stream_push": (c_int, [_Handle, POINTER(Frame), POINTER(Detection), c_size_t]),
+    "pkgnet_stream_finish": (c_int, [_Handle]),
+    "pkgnet_stream_objects": (c_int, [_Handle, POINTER(ObjectScore), c_size_t, POINTER(c_size_t)]),
+    "pkgnet_stream_frame_scores": (c_int, [_Handle, POINTER(FrameScore), c_size_t, POINTER(c_size_t)]),
+    "pkgnet_stream_skipped": (c_int, [_Handle, POINTER(Box), POINTER(c_int32), c_size_t, POINTER(c_size_t)]),
 }
 
 _lock = threading.Lock()

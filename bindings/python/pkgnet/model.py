@@ -191,6 +191,14 @@ class Model:
             if self._finalizer is not None:
                 self._finalizer()
 
+    def _with_handle(self, fn):
+        """fn(handle) while the model cannot be closed under it (for objects
+        such as streams that take their own reference to the model)."""
+        with self._lock:
+            if self._closed:
+                raise InvalidArgumentError("the model is closed")
+            return fn(self._handle)
+
     def __enter__(self) -> "Model":
         return self
 
