@@ -2,8 +2,9 @@
 #
 #   make deps                       install missing system and Python packages
 #   make build                      swift build -c release -> .build/release/libpkgnet.so
+#                                   and the command-line tool .build/release/pkgnet
 #   make test                       deps, build, swift test, Python + C API tests
-#   make install PREFIX=/usr/local  library, header and pkg-config file
+#   make install PREFIX=/usr/local  library, header, pkg-config file and bin/pkgnet
 #   make demo                       score random cubes with a random model
 #   make clean
 
@@ -15,7 +16,12 @@ SWIFT ?= swift
 VERSION := $(shell sed -n 's/^\#define PKGNET_VERSION_STRING "\(.*\)"/\1/p' include/pkgnet.h)
 SOVERSION := $(firstword $(subst ., ,$(VERSION)))
 LIB := .build/release/libpkgnet.so
+# SwiftPM wants unique product names and "pkgnet" is the library's, so the
+# executable product is pkgnet-cli; users get it as `pkgnet`.
+CLI := .build/release/pkgnet
+CLI_PRODUCT := .build/release/pkgnet-cli
 LIBDIR := $(DESTDIR)$(PREFIX)/lib
+BINDIR := $(DESTDIR)$(PREFIX)/bin
 INCDIR := $(DESTDIR)$(PREFIX)/include
 PCDIR := $(LIBDIR)/pkgconfig
 REALNAME := libpkgnet.so.$(VERSION)
@@ -48,16 +54,22 @@ build:
 	@# Programs linked against the build tree ask for the SONAME.
 	ln -sfn libpkgnet.so .build/release/$(SONAME)
 	@readelf -d $(LIB) | grep -q 'SONAME.*\[$(SONAME)\]' || { echo "$(LIB): SONAME is not $(SONAME)" >&2; exit 1; }
+	@# The image codecs are the CLI's alone: the library must not need them.
+	@! readelf -d $(LIB) | grep -E 'NEEDED.*(jpeg|png|tiff)' || { echo "$(LIB) must not link image codecs" >&2; exit 1; }
+	@# The CLI links the engine statically ($$ORIGIN finds nothing it needs).
+	$(call strip_runpath,$(CLI_PRODUCT))
+	cp -f $(CLI_PRODUCT) $(CLI)
 
-$(LIB):
+$(LIB) $(CLI):
 	$(MAKE) build
 
 test: deps build
 	$(SWIFT) test
 	$(PYTHON) -m pytest bindings/python/tests -q
 
-install: $(LIB)
-	install -d $(LIBDIR) $(INCDIR) $(PCDIR)
+install: $(LIB) $(CLI)
+	install -d $(LIBDIR) $(INCDIR) $(PCDIR) $(BINDIR)
+	install -m 0755 $(CLI) $(BINDIR)/pkgnet
 	install -m 0755 $(LIB) $(LIBDIR)/$(REALNAME)
 	$(call strip_runpath,$(LIBDIR)/$(REALNAME))
 	ln -sfn $(REALNAME) $(LIBDIR)/$(SONAME)
@@ -69,7 +81,7 @@ install: $(LIB)
 
 uninstall:
 	rm -f $(LIBDIR)/$(REALNAME) $(LIBDIR)/$(SONAME) $(LIBDIR)/libpkgnet.so \
-	    $(INCDIR)/pkgnet.h $(PCDIR)/pkgnet.pc
+	    $(INCDIR)/pkgnet.h $(PCDIR)/pkgnet.pc $(BINDIR)/pkgnet
 	@$(MAKE) --no-print-directory ldconfig
 
 # Refreshes the loader cache when PREFIX/lib is a folder the loader searches

@@ -5,6 +5,8 @@
 //   PkgnetKernels (C, OpenMP + BLAS)  numeric kernels, BLAS loader, error slot
 //   PkgnetCore    (Swift)             model file -> networks -> scores
 //   PkgnetCAPI    (Swift, @_cdecl)    the C API of include/pkgnet.h
+//   PkgnetImageIO (C)                 JPEG/PNG/TIFF files <-> 8-bit pixels, for the CLI only
+//   PkgnetCLI     (Swift)             the `pkgnet` command (eval, info)
 import PackageDescription
 
 let cFlags: [CSetting] = [
@@ -16,6 +18,12 @@ let package = Package(
     name: "pkgnet",
     products: [
         .library(name: "pkgnet", type: .dynamic, targets: ["PkgnetCAPI"]),
+        // Product names are unique, and "pkgnet" is the library's: `make build`
+        // copies this one to .build/release/pkgnet, `make install` to bin/pkgnet.
+        .executable(name: "pkgnet-cli", targets: ["PkgnetCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         .target(
@@ -43,6 +51,29 @@ let package = Package(
                 .linkedLibrary("swiftSynchronization"),
             ]
         ),
-        .testTarget(name: "PkgnetTests", dependencies: ["PkgnetCore", "PkgnetKernels"]),
+        // Image codecs stay out of libpkgnet.so (edge devices pass raw
+        // frames): only the CLI links them.
+        .target(
+            name: "PkgnetImageIO",
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png"), .linkedLibrary("tiff")]
+        ),
+        .executableTarget(
+            name: "PkgnetCLI",
+            dependencies: [
+                "PkgnetCore", "PkgnetKernels", "PkgnetImageIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            linkerSettings: [
+                // Like the library: no Swift runtime needed where it is installed.
+                // Release only: `swift test` links this module into an XCTest
+                // binary, which uses the shared runtime.
+                .unsafeFlags(["-static-stdlib"], .when(configuration: .release)),
+                .linkedLibrary("_FoundationCollections", .when(configuration: .release)),
+                .linkedLibrary("_FoundationCShims", .when(configuration: .release)),
+                .linkedLibrary("swiftSynchronization", .when(configuration: .release)),
+            ]
+        ),
+        .testTarget(name: "PkgnetTests", dependencies: ["PkgnetCore", "PkgnetKernels", "PkgnetImageIO", "PkgnetCLI"]),
     ]
 )

@@ -7,8 +7,16 @@ set -euo pipefail
 # it shares libomp with pkgnet's own kernels); libomp-dev: the OpenMP runtime
 # the kernels link; pkg-config: for users of the installed pkgnet.pc;
 # patchelf: `make build` strips the RUNPATH that swift build leaves behind.
-APT_PACKAGES=(libopenblas-dev libopenblas0-openmp libomp-dev pkg-config patchelf)
-PIP_PACKAGES=(numpy pytest)
+# libjpeg62-turbo-dev libpng-dev libtiff-dev: the image codecs of the
+# `pkgnet` command (frames in, report images out); the library does not use them.
+# chromium: the CLI test renders the HTML report headless and checks the screenshot.
+APT_PACKAGES=(libopenblas-dev libopenblas0-openmp libomp-dev pkg-config patchelf
+              libjpeg62-turbo-dev libpng-dev libtiff-dev chromium)
+# name[:module] when the import name differs. The tests' independent
+# references: scipy (median filter), scikit-learn (AUROC with ties),
+# OpenCV (crops, resize, blur, contours of the published preprocessing),
+# pillow (JPEG decoding).
+PIP_PACKAGES=(numpy pytest scipy scikit-learn:sklearn "opencv-python-headless<5:cv2" pillow:PIL)
 PYTHON=${PYTHON:-python3}
 
 apt_missing=()
@@ -34,8 +42,10 @@ if ((${#apt_missing[@]})); then
 fi
 
 pip_missing=()
-for pkg in "${PIP_PACKAGES[@]}"; do
-    if ! "$PYTHON" -c "import $pkg" >/dev/null 2>&1; then
+for entry in "${PIP_PACKAGES[@]}"; do
+    pkg=${entry%%:*}
+    module=${entry#*:}
+    if ! "$PYTHON" -c "import $module" >/dev/null 2>&1; then
         pip_missing+=("$pkg")
     fi
 done

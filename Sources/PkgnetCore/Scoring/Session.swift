@@ -77,9 +77,13 @@ public final class Session: @unchecked Sendable {
     public func score(_ input: CubeInput, count n: Int, into outputs: ScoreOutputs) throws {
         try exclusive {
             pkk_set_threads(Int32(threads))
+            // Equal shares rather than full batches plus a remainder: a frame's
+            // 17 objects run as 9 + 8, not as 16 + a lone cube whose GEMMs are
+            // too narrow to use both cores.
+            let passes = (n + Session.microBatch - 1) / Session.microBatch
             var start = 0
-            while start < n {
-                let batch = min(Session.microBatch, n - start)
+            for pass in 0..<passes {
+                let batch = (n - start) / (passes - pass)
                 try scoreMicroBatch(input, start: start, batch: batch, outputs: outputs)
                 start += batch
             }
