@@ -65,6 +65,8 @@ $(LIB) $(CLI):
 
 test: deps build
 	$(SWIFT) test
+	bash scripts/fuzz.sh --short
+	@# Last, so that its summary line closes the output CI reads.
 	$(PYTHON) -m pytest bindings/python/tests -q
 
 install: $(LIB) $(CLI)

@@ -205,11 +205,12 @@ int pkk_default_threads(void)
     return online >= 1 ? (int)online : 1;
 }
 
+/* Only the calling thread's OpenMP setting: OpenBLAS's thread count is a
+ * process-wide global, which pkk_sgemm below changes only while no GEMM runs. */
 void pkk_set_threads(int threads)
 {
     if (threads <= 0) threads = pkk_default_threads();
     omp_set_num_threads(threads);
-    if (pkk_rt.set_threads != NULL) pkk_rt.set_threads(threads);
 }
 
 /* ---- parallel ranges ---- */
@@ -262,6 +263,27 @@ static void pkk_sgemm_fallback(int trans_a, int trans_b, int m, int n, int k, fl
     }
 }
 
+/*
+ * The OpenMP build of OpenBLAS keeps its thread count in a global
+ * (blas_cpu_number) and, when it changes, frees the per-thread GEMM buffers
+ * of the threads no longer used (adjust_thread_buffers). It changes it on
+ * openblas_set_num_threads and also inside every GEMM whose caller's
+ * omp_get_max_threads() differs from it (num_cpu_avail, 0.3.21). So two
+ * sessions with different thread counts scoring at once free each other's
+ * buffers in mid-GEMM: scores came out different from a lone run (found by
+ * ConcurrencyTests.testEightStreamsOnEightThreadsMatchSequential, sessions
+ * with 1 and 2 threads).
+ *
+ * The gate: GEMMs asking for the thread count OpenBLAS has run concurrently;
+ * a GEMM asking for another count waits until none runs, then switches the
+ * count. Calls from inside a parallel region run single-threaded in OpenBLAS
+ * and never switch, so they take any count but still hold off a switch.
+ */
+static pthread_mutex_t pkk_gemm_gate = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pkk_gemm_idle = PTHREAD_COND_INITIALIZER;
+static int pkk_gemm_active;   /* GEMMs running */
+static int pkk_gemm_threads;  /* the count OpenBLAS was last set to, 0 = not yet */
+
 void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta,
                float *c, int ldc)
@@ -272,8 +294,23 @@ void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
         pkk_sgemm_fallback(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
+    const int want = omp_in_parallel() ? 0 : omp_get_max_threads();
+    pthread_mutex_lock(&pkk_gemm_gate);
+    while (want != 0 && pkk_gemm_active > 0 && pkk_gemm_threads != want)
+        pthread_cond_wait(&pkk_gemm_idle, &pkk_gemm_gate);
+    if (want != 0 && pkk_gemm_threads != want) {
+        if (pkk_rt.set_threads != NULL) pkk_rt.set_threads(want);
+        pkk_gemm_threads = want;
+    }
+    pkk_gemm_active++;
+    pthread_mutex_unlock(&pkk_gemm_gate);
+
     sgemm(PKK_ROW_MAJOR, trans_a ? PKK_TRANS : PKK_NO_TRANS, trans_b ? PKK_TRANS : PKK_NO_TRANS,
           m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+
+    pthread_mutex_lock(&pkk_gemm_gate);
+    if (--pkk_gemm_active == 0) pthread_cond_broadcast(&pkk_gemm_idle);
+    pthread_mutex_unlock(&pkk_gemm_gate);
 }
 
 /* ---- system info ---- */

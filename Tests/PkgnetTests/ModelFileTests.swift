@@ -201,4 +201,64 @@ final class ModelFileTests: XCTestCase {
         }
         expect(.modelMismatch, "student feature 128x4x4, teacher resnet50 block2 (layer2) 512x4x4", bytes: bytes)
     }
+
+    /// The valid file's header JSON as text, edited, packed again with the data.
+    private func editedHeader(_ fixture: SafeTensorsFixture, _ edit: (String) -> String) throws -> Data {
+        let encoded = try fixture.encoded()
+        let length = Int(encoded.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let json = Data(edit(String(decoding: encoded.subdata(in: 8..<(8 + length)), as: UTF8.self)).utf8)
+        var size = UInt64(json.count).littleEndian
+        var out = Data(bytes: &size, count: 8)
+        out.append(json)
+        out.append(fixture.data)
+        return out
+    }
+
+    func testDuplicateTensorIsRefused() throws {
+        // JSONDecoder would keep one of the two entries silently; the second
+        // copy points at another tensor's bytes, so which one wins matters.
+        let fixture = try valid()
+        let name = "student.decoder.outconv.conv.bias"
+        let other = fixture.range("student.decoder.up1.up.bias")
+        let copy = "\"\(name)\":{\"data_offsets\":[\(other.lowerBound),\(other.lowerBound + 12)],\"dtype\":\"F32\",\"shape\":[3]}"
+        let bytes = try editedHeader(fixture) { $0.dropLast() + "," + copy + "}" }
+        expect(.format, "duplicate tensor '\(name)'", bytes: bytes)
+        // The same name spelled with a JSON escape is the same key.
+        let escaped = try editedHeader(fixture) { $0.dropLast() + "," + copy.replacingOccurrences(of: "\"student.", with: "\"\\u0073tudent.") + "}" }
+        expect(.format, "duplicate tensor '\(name)'", bytes: escaped)
+        // And __metadata__ twice.
+        let metadata = try editedHeader(fixture) { $0.dropLast() + ",\"__metadata__\":{}}" }
+        expect(.format, "duplicate key '__metadata__'", bytes: metadata)
+    }
+
+    func testDuplicateFieldInATensorEntryIsRefused() throws {
+        let fixture = try valid()
+        let bytes = try editedHeader(fixture) { text in
+            // Give the first entry's dtype twice (sorted keys: "data_offsets" comes first).
+            guard let range = text.range(of: "\"dtype\":\"F32\"") else { return text }
+            return text.replacingCharacters(in: range, with: "\"dtype\":\"F16\",\"dtype\":\"F32\"")
+        }
+        expect(.format, "duplicate key 'dtype' in the header entry", bytes: bytes)
+    }
+
+    func testDuplicateKeyInPkgnetMetadataIsRefused() throws {
+        var fixture = try valid()
+        let text = (fixture.header["__metadata__"] as! [String: String])["pkgnet"]!
+        fixture.header["__metadata__"] = ["pkgnet": "{\"format_version\":99," + text.dropFirst()]
+        expect(.format, "duplicate key 'format_version'", bytes: try fixture.encoded())
+    }
+
+    func testDuplicateScanIgnoresStringsAndSiblingObjects() {
+        func scan(_ text: String) -> String? {
+            Array(text.utf8).withUnsafeBytes { JSONKeys.firstDuplicate(in: $0) }.map { "\($0.within ?? "")/\($0.key)" }
+        }
+        XCTAssertNil(scan(#"{"a":{"x":1},"b":{"x":2},"c":["a","a"],"d":"a"}"#))
+        XCTAssertNil(scan(#"{"a\"b":1,"a":2,"a\\":3}"#))
+        XCTAssertEqual(scan(#"{"a":1,"b":{"x":[{"k":1,"k":2}]}}"#), "b/k")
+        XCTAssertEqual(scan(#"{"\ud83d\ude00":1,"😀":2}"#), "/😀")
+        XCTAssertEqual(scan(#"{"a\"":1,"a\u0022":2}"#), "/a\"")
+        // Cut texts (never given by JSONDecoder, but no trap either).
+        XCTAssertNil(scan(#"{"a":"\"#))
+        XCTAssertNil(scan(#"{"a\u00"#))
+    }
 }

@@ -60,6 +60,11 @@ public struct ModelConfig: Sendable {
         } catch {
             throw PkgnetError(.format, "\(source): 'pkgnet' metadata is not valid: \(SafeTensors.describe(error))")
         }
+        // As in the header: a key given twice is ambiguous, not last-wins.
+        let duplicate = Array(text.utf8).withUnsafeBytes { JSONKeys.firstDuplicate(in: $0) }
+        if let duplicate {
+            throw PkgnetError(.format, "\(source): 'pkgnet' metadata: duplicate key '\(duplicate.key)'\(duplicate.within.map { " in '\($0)'" } ?? "")")
+        }
         func bad(_ what: String) -> PkgnetError { PkgnetError(.format, "\(source): 'pkgnet' metadata: \(what)") }
         func unsupported(_ what: String) -> PkgnetError { PkgnetError(.unsupported, "\(source): 'pkgnet' metadata: \(what)") }
 

@@ -58,6 +58,14 @@ struct SafeTensors {
         } catch {
             throw PkgnetError(.format, "\(source): header is not valid safetensors JSON (\(Self.describe(error)))")
         }
+        // JSONDecoder keeps one of two equal keys; which one is unspecified.
+        if let duplicate = JSONKeys.firstDuplicate(in: headerBytes) {
+            if let within = duplicate.within {
+                throw PkgnetError(.format, "\(source): duplicate key '\(duplicate.key)' in the header entry '\(within)'")
+            }
+            let what = duplicate.key == "__metadata__" ? "key" : "tensor"
+            throw PkgnetError(.format, "\(source): duplicate \(what) '\(duplicate.key)': the header names it twice")
+        }
         metadata = header.metadata
         var entries: [String: TensorEntry] = [:]
         for raw in header.tensors {

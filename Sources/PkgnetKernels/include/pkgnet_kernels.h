@@ -36,8 +36,9 @@ const char *pkk_system_info(void);
 /* Number of threads used when the caller asks for 0 (CPUs available to the process). */
 int pkk_default_threads(void);
 
-/* Applies a thread count to the calling thread's OpenMP ICV and to the BLAS.
- * Must be called by every scoring call (omp_set_num_threads is per thread). */
+/* Applies a thread count to the calling thread's OpenMP ICV, which the
+ * kernels and (through pkk_sgemm's gate) the BLAS follow. Must be called by
+ * every scoring call (omp_set_num_threads is per thread). */
 void pkk_set_threads(int threads);
 
 /* Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C.

@@ -23,6 +23,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 
@@ -170,8 +171,31 @@ def _as_str(x):
     return x.decode("ascii") if isinstance(x, bytes) else x
 
 
+_MEMO_OPS = frozenset(("PUT", "BINPUT", "LONG_BINPUT"))
+
+
+def _check_memo(file):
+    """Refuses memo indices a pickler never writes before unpickling.
+
+    Picklers number memo slots 0, 1, 2, ... in order, so an index beyond the
+    pickle's opcode count is forged; and CPython's C unpickler sizes its memo
+    array by the largest index, so a 900-byte file with LONG_BINPUT 10**9
+    would allocate gigabytes (found by fuzz_torch_checkpoint.py).
+    """
+    start = file.tell()
+    try:
+        ops = 0
+        for opcode, arg, _ in pickletools.genops(file):
+            ops += 1
+            if opcode.name in _MEMO_OPS and (not isinstance(arg, int) or not 0 <= arg <= ops):
+                raise _PickleProblem("memo index %r past the pickle's %d opcodes" % (arg, ops))
+    finally:
+        file.seek(start)
+
+
 def _unpickle(file, persistent_load, path, what):
     try:
+        _check_memo(file)
         return _RestrictedUnpickler(file, persistent_load).load()
     except _PickleProblem as e:
         if str(e).startswith("unsupported pickle global"):
