@@ -151,6 +151,22 @@ final class ModelFileTests: XCTestCase {
         expect(.modelMismatch, "expected [32, 16, 3, 3]", bytes: try fixture.encoded())
     }
 
+    func testHeaderLengthAboveTheLimit() {
+        // A length inside the file but above the limit: refused before any parsing.
+        let length = UInt64(SafeTensors.maxHeaderBytes + 1)
+        var bytes = withUnsafeBytes(of: length.littleEndian) { Data($0) }
+        bytes.append(Data(count: SafeTensors.maxHeaderBytes + 1))
+        expect(.format, "exceeds the \(SafeTensors.maxHeaderBytes)-byte limit", bytes: bytes)
+    }
+
+    func testNegativeBatchNormVariance() throws {
+        var fixture = try valid()
+        let range = fixture.range("student.encoder.down2.mpconv.1.conv.1.running_var")
+        let negative = Float(-1).bitPattern.littleEndian
+        withUnsafeBytes(of: negative) { fixture.data.replaceSubrange(range.lowerBound..<(range.lowerBound + 4), with: $0) }
+        expect(.modelMismatch, "running_var' has a negative value", bytes: try fixture.encoded())
+    }
+
     func testNonFiniteWeight() throws {
         var fixture = try valid()
         let range = fixture.range("student.decoder.outconv.conv.weight")
