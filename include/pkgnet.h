@@ -31,7 +31,7 @@
  *     pkgnet_session_free(session);
  *     pkgnet_model_free(model);
  *
- * Errors: every fallible call returns a pkgnet_status (PKGNET_OK = 0). The
+ * Errors: every fallible call returns a pkgnet_status, PKGNET_OK (0) on success. The
  * message of the last failed call on the calling thread is pkgnet_last_error().
  * No call aborts or exits the process on bad input.
  *
