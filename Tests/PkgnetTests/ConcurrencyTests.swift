@@ -141,4 +141,30 @@ final class ConcurrencyTests: XCTestCase {
             }
         }
     }
+
+    /// A stream pushed from several threads at once refuses the overlapping
+    /// pushes (busy) instead of racing; each push that ran counts exactly once.
+    func testSharedStreamIsBusyNotRacy() throws {
+        let model = try Model(path: Fixtures.randomModel().path)
+        let stream = try PkgnetCore.Stream(model: model, useMotion: false, threads: 1)
+        let width = 64, height = 48
+        let pixels = [UInt8](repeating: 90, count: width * height * 3)
+        let detection = Detection(box: Box(x1: 4, y1: 4, x2: 40, y2: 40), confidence: 0.9)
+        let results = onThreads(4) { _ in
+            try pixels.withUnsafeBufferPointer { buffer in
+                let frame = FrameView(data: buffer.baseAddress!, width: width, height: height, stride: width * 3, format: .bgr)
+                return try (0..<5).map { _ -> Bool in
+                    do {
+                        _ = try stream.push(frame, detections: [detection])
+                        return true
+                    } catch let error as PkgnetError where error.status == .busy {
+                        return false
+                    }
+                }
+            }
+        }
+        let pushed = try results.reduce(0) { total, result in total + (try result.get().filter { $0 }.count) }
+        XCTAssertGreaterThan(pushed, 0)
+        XCTAssertEqual(stream.framesPushed, pushed, "every successful push counts once, no other")
+    }
 }
