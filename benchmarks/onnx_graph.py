@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bindings" / "python"))
 
 from pkgnet import safetensors_io  # noqa: E402
+from pkgnet.convert import ARCHS  # noqa: E402  (block kind, blocks per layer, groups, width per group)
 
 try:
     import onnx
@@ -40,14 +41,6 @@ OPSET = 17
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, as the published code uses
 COS_EPS = 1e-8  # torch.nn.functional.cosine_similarity's eps
 
-# arch -> (block kind, blocks in layer1, blocks in layer2, groups)
-ARCHS = {
-    "resnet18": ("basic", 2, 2, 1),
-    "resnet34": ("basic", 3, 4, 1),
-    "resnet50": ("bottleneck", 3, 4, 1),
-    "resnext50_32x4d": ("bottleneck", 3, 4, 32),
-    "wide_resnet50_2": ("bottleneck", 3, 4, 1),
-}
 
 
 class _Graph:
@@ -153,7 +146,7 @@ def _shortcut(g, x, prefix, stride):
 
 def _teacher(g, x, arch):
     """[layer2 output (block2), stem+layer1 output (block1)]."""
-    kind, n1, n2, groups = ARCHS[arch]
+    kind, (n1, n2), groups, _ = ARCHS[arch]
     t = "teacher."
     h = g.relu(g.bn(g.conv(x, t + "conv1", 2, 3, bias=False), t + "bn1"))
     h = g.maxpool(h, 3, 2, 1)

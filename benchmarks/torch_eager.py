@@ -21,16 +21,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bindings" / "python"))
 
 from pkgnet import safetensors_io  # noqa: E402
+from pkgnet.convert import ARCHS  # noqa: E402  (block kind, blocks per layer, groups, width per group)
 
 BN_EPS = 1e-5
 COS_EPS = 1e-8
-ARCHS = {
-    "resnet18": ("basic", 2, 2, 1),
-    "resnet34": ("basic", 3, 4, 1),
-    "resnet50": ("bottleneck", 3, 4, 1),
-    "resnext50_32x4d": ("bottleneck", 3, 4, 32),
-    "wide_resnet50_2": ("bottleneck", 3, 4, 1),
-}
 
 
 class TorchScorer:
@@ -89,7 +83,7 @@ class TorchScorer:
         return pred, ([x4, d8] if self.k == 2 else [x4])
 
     def teacher(self, x):
-        kind, n1, n2, groups = ARCHS[self.arch]
+        kind, (n1, n2), groups, _ = ARCHS[self.arch]
         h = F.relu(self.bn(self.conv(x, "teacher.conv1", 2, 3, bias=False), "teacher.bn1"))
         h = F.max_pool2d(h, 3, 2, 1)
         outs = []

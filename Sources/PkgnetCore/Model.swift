@@ -18,7 +18,6 @@ public final class Model: @unchecked Sendable {
     /// Loads a model file. The file is memory-mapped only while loading:
     /// every tensor is converted to fp32 (and BatchNorm folded) on the way in.
     public convenience init(path: String) throws {
-        try PkgnetRuntime.start()
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw PkgnetError(.io, "cannot open model file '\(path)': \(String(cString: strerror(errno)))")
