@@ -8,7 +8,10 @@
 Input ``cubes``: float32 [N, 5C, 32, 32] in [0, 1], frames stacked frame-major
 on channels (the layout pkgnet.Model.score takes as float32). Outputs
 ``prediction_error`` [N], ``inconsistency`` [N, K], ``combined`` [N], the
-same definitions as docs/model-format.md and tests/reference.py.
+same definitions as docs/model-format.md and tests/reference.py. Every
+teacher arch of the model format is built (torchvision and CIFAR ResNets,
+EfficientNet-Lite0), with the file's distilled pairs and their projections;
+the teacher stops at the deepest block the pairs name.
 
 The graph is written as the published PyTorch network would export: every
 BatchNorm is its own BatchNormalization node, the teacher's channel swap and
@@ -29,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bindings" / "python"))
 
 from pkgnet import safetensors_io  # noqa: E402
-from pkgnet.convert import ARCHS  # noqa: E402  (block kind, blocks per layer, groups, width per group)
+from pkgnet.convert import (ARCHS, CIFAR_ARCHS, default_pairs, lite_blocks,  # noqa: E402
+                            teacher_blocks)
 
 try:
     import onnx
@@ -39,6 +43,7 @@ except ImportError:  # peer.py reports the missing package with the install comm
 
 OPSET = 17
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, as the published code uses
+LITE_BN_EPS = 1e-3  # efficientnet-lite-pytorch's BatchNorms
 COS_EPS = 1e-8  # torch.nn.functional.cosine_similarity's eps
 
 
@@ -76,21 +81,25 @@ class _Graph:
 
     # -- layers ---------------------------------------------------------
 
-    def conv(self, x, prefix, stride=1, pad=0, groups=1, bias=True):
+    def conv(self, x, prefix, stride=1, pad=0, groups=1, bias=True, pads=None):
+        """``pads``: [top, left, bottom, right] when the sides differ, else ``pad`` on all."""
         w = self.tensors[prefix + ".weight"]
         k = w.shape[2]
         inputs = [x, self.weight(prefix + ".weight")]
         if bias:
             inputs.append(self.weight(prefix + ".bias"))
         return self.op("Conv", inputs, hint=prefix, kernel_shape=[k, k], strides=[stride, stride],
-                       pads=[pad] * 4, group=groups)
+                       pads=pads or [pad] * 4, group=groups)
 
-    def bn(self, x, prefix):
+    def bn(self, x, prefix, eps=BN_EPS):
         inputs = [x] + [self.weight(prefix + "." + t) for t in ("weight", "bias", "running_mean", "running_var")]
-        return self.op("BatchNormalization", inputs, hint=prefix, epsilon=BN_EPS)
+        return self.op("BatchNormalization", inputs, hint=prefix, epsilon=eps)
 
     def relu(self, x):
         return self.op("Relu", [x])
+
+    def relu6(self, x):
+        return self.op("Clip", [x, self.const(0.0, "zero"), self.const(6.0, "six")])
 
     def maxpool(self, x, kernel, stride, pad):
         return self.op("MaxPool", [x], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
@@ -114,7 +123,8 @@ def _double_conv(g, x, prefix):
 
 
 def _student(g, x, k):
-    """(prediction [N,C,32,32], [bottleneck, up1 output (k=2 only)])."""
+    """(prediction [N,C,32,32], {feature name: output}) with the features
+    pairs may name (docs/model-format.md)."""
     x32 = _double_conv(g, x, "student.encoder.in_conv.conv.conv")
     skips = [x32]
     h = x32
@@ -135,7 +145,7 @@ def _student(g, x, k):
     up = g.conv_transpose(d16, "student.decoder.up3.up")
     d32 = _double_conv(g, g.op("Concat", [x32, up], axis=1), "student.decoder.up3.conv.conv")
     pred = g.conv(d32, "student.decoder.outconv.conv")
-    return pred, ([x4, d8] if k == 2 else [x4])
+    return pred, {"e32": x32, "e16": x16, "e8": x8, "bottleneck": x4, "d8": d8, "d16": d16, "d32": d32}
 
 
 def _shortcut(g, x, prefix, stride):
@@ -144,14 +154,14 @@ def _shortcut(g, x, prefix, stride):
     return x
 
 
-def _teacher(g, x, arch):
-    """[layer2 output (block2), stem+layer1 output (block1)]."""
+def _torchvision_teacher(g, x, arch, depth):
+    """{"layer1": stem + maxpool + layer1, "layer2": layer2}, up to layer ``depth``."""
     kind, (n1, n2), groups, _ = ARCHS[arch]
     t = "teacher."
     h = g.relu(g.bn(g.conv(x, t + "conv1", 2, 3, bias=False), t + "bn1"))
     h = g.maxpool(h, 3, 2, 1)
-    outs = []
-    for layer, nblocks, stride in ((1, n1, 1), (2, n2, 2)):
+    outs = {}
+    for layer, nblocks, stride in ((1, n1, 1), (2, n2, 2))[:depth]:
         for i in range(nblocks):
             p = "%slayer%d.%d" % (t, layer, i)
             s = stride if i == 0 else 1
@@ -163,8 +173,73 @@ def _teacher(g, x, arch):
                 out = g.relu(g.bn(g.conv(out, p + ".conv2", s, 1, groups, bias=False), p + ".bn2"))
                 out = g.bn(g.conv(out, p + ".conv3", 1, 0, bias=False), p + ".bn3")
             h = g.relu(g.op("Add", [out, _shortcut(g, h, p, s)]))
-        outs.append(h)
-    return [outs[1], outs[0]]
+        outs["layer%d" % layer] = h
+    return outs
+
+
+def _cifar_teacher(g, x, arch, depth):
+    """{"layer1", "layer2", "layer3"} of a CIFAR ResNet, up to layer ``depth``."""
+    t = "teacher."
+    h = g.relu(g.bn(g.conv(x, t + "conv1", 1, 1, bias=False), t + "bn1"))
+    outs = {}
+    for layer, planes, stride in ((1, 16, 1), (2, 32, 2), (3, 64, 2))[:depth]:
+        for i in range(CIFAR_ARCHS[arch]):
+            p = "%slayer%d.%d" % (t, layer, i)
+            s = stride if i == 0 else 1
+            out = g.relu(g.bn(g.conv(h, p + ".conv1", s, 1, bias=False), p + ".bn1"))
+            out = g.bn(g.conv(out, p + ".conv2", 1, 1, bias=False), p + ".bn2")
+            if s != 1:  # the channels change only where the stride is 2
+                # Option A: every second row and column, planes/4 zero channels each side.
+                two = g.const([2, 2], "steps", np.int64)
+                sub = g.op("Slice", [h, g.const([0, 0], "starts", np.int64),
+                                     g.const([1 << 30, 1 << 30], "ends", np.int64),
+                                     g.const([2, 3], "axes", np.int64), two])
+                q = planes // 4
+                h = g.op("Pad", [sub, g.const([0, q, 0, 0, 0, q, 0, 0], "pads", np.int64)])
+            h = g.relu(g.op("Add", [out, h]))
+        outs["layer%d" % layer] = h
+    return outs
+
+
+def _same_pads(side, kernel, stride):
+    """TensorFlow "same" padding [top, left, bottom, right]: the odd row below and right."""
+    out = -(-side // stride)
+    total = max((out - 1) * stride + kernel - side, 0)
+    return [total // 2, total // 2, total - total // 2, total - total // 2]
+
+
+def _lite_teacher(g, x, depth):
+    """{"blocks.N"} of EfficientNet-Lite0, up to block ``depth`` - 1."""
+    t = "teacher."
+    h = g.relu6(g.bn(g.conv(x, t + "_conv_stem", 2, bias=False, pads=_same_pads(32, 3, 2)),
+                     t + "_bn0", LITE_BN_EPS))
+    side = 16
+    outs = {}
+    for i, cin, cout, kernel, stride, expand in lite_blocks()[:depth]:
+        p = "%s_blocks.%d." % (t, i)
+        out = h
+        if expand != 1:
+            out = g.relu6(g.bn(g.conv(out, p + "_expand_conv", bias=False), p + "_bn0", LITE_BN_EPS))
+        out = g.relu6(g.bn(g.conv(out, p + "_depthwise_conv", stride, groups=cin * expand, bias=False,
+                                  pads=_same_pads(side, kernel, stride)), p + "_bn1", LITE_BN_EPS))
+        out = g.bn(g.conv(out, p + "_project_conv", bias=False), p + "_bn2", LITE_BN_EPS)
+        h = g.op("Add", [out, h]) if stride == 1 and cin == cout else out
+        side = -(-side // stride)
+        outs["blocks.%d" % i] = h
+    return outs
+
+
+def _teacher(g, x, arch, blocks):
+    """The named blocks' outputs, in that order; the graph stops at the deepest."""
+    names = list(teacher_blocks(arch))
+    depth = max(names.index(b) for b in blocks) + 1
+    if arch in ARCHS:
+        outs = _torchvision_teacher(g, x, arch, depth)
+    elif arch in CIFAR_ARCHS:
+        outs = _cifar_teacher(g, x, arch, depth)
+    else:
+        outs = _lite_teacher(g, x, depth)
+    return [outs[b] for b in blocks]
 
 
 def _teacher_input(g, target, meta, channels):
@@ -208,15 +283,21 @@ def build_onnx(path):
     st = meta["student"]
     k, channels, task = st["k"], st.get("channels", 3), st.get("task", "pred")
     arch = meta["teacher"]["arch"]
-    if arch not in ARCHS:
-        raise ValueError("teacher %r has no ONNX builder here" % arch)
+    if "pairs" in meta:
+        pairs = [(p["student"], p["teacher"]) for p in meta["pairs"]]
+    else:
+        pairs = default_pairs(k, arch)
     g = _Graph(tensors)
 
     c = channels
     target = g.slice_channels("cubes", 4 * c, 5 * c)
     x = g.slice_channels("cubes", 0, 4 * c) if task == "pred" else target
-    pred, sfeat = _student(g, x, k)
-    tfeat = _teacher(g, _teacher_input(g, target, meta, channels), arch)[:len(sfeat)]
+    pred, named = _student(g, x, k)
+    sfeat = []
+    for j, (student, _) in enumerate(pairs):
+        proj = "student.projection.%d" % j
+        sfeat.append(g.conv(named[student], proj) if proj + ".weight" in tensors else named[student])
+    tfeat = _teacher(g, _teacher_input(g, target, meta, channels), arch, [t for _, t in pairs])
 
     diff = g.op("Sub", [pred, target])
     err = g.op("ReduceMean", [g.op("Mul", [diff, diff])], axes=[1, 2, 3], keepdims=0)

@@ -197,7 +197,8 @@ final class ModelFileTests: XCTestCase {
 
     func testTeacherThatDoesNotMatchTheStudent() throws {
         // A width-16 k=2 student (features 128x4x4 and 64x8x8) beside a
-        // resnet50 teacher (512x4x4 and 256x8x8): both shapes in the message.
+        // resnet50 teacher (512x4x4 and 256x8x8) and no projections: both
+        // shapes and the missing projection in the message.
         let student = try valid()
         let teacher = try SafeTensorsFixture(Fixtures.randomModel(width: 64, arch: "resnet50"))
         var merged = student
@@ -215,7 +216,7 @@ final class ModelFileTests: XCTestCase {
         let bytes = try withMetadata(merged) {
             var teacher = $0["teacher"] as! [String: Any]; teacher["arch"] = "resnet50"; $0["teacher"] = teacher
         }
-        expect(.modelMismatch, "student feature 128x4x4, teacher resnet50 block2 (layer2) 512x4x4", bytes: bytes)
+        expect(.modelMismatch, "tensor 'student.projection.0.weight' is missing: pairs[0] (student bottleneck 128x4x4, teacher resnet50 layer2 512x4x4)", bytes: bytes)
     }
 
     /// The valid file's header JSON as text, edited, packed again with the data.

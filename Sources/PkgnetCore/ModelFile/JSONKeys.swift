@@ -10,9 +10,21 @@ enum JSONKeys {
     /// The first key that occurs twice in one object, with the top-level key
     /// enclosing it (nil when the duplicate is itself top-level).
     static func firstDuplicate(in text: UnsafeRawBufferPointer) -> (key: String, within: String?)? {
+        scan(text).duplicate
+    }
+
+    /// The top-level object's keys in the order written (a safetensors
+    /// header's tensors in file order; JSONDecoder does not keep it).
+    static func topLevelKeys(in text: UnsafeRawBufferPointer) -> [String] {
+        scan(text).topLevel
+    }
+
+    private static func scan(_ text: UnsafeRawBufferPointer) -> (duplicate: (key: String, within: String?)?, topLevel: [String]) {
         // One frame per open object or array: objects remember their keys.
         var frames: [(keys: Set<String>?, expectKey: Bool)] = []
         var topLevelKey: String?
+        var topLevel: [String] = []
+        var duplicate: (key: String, within: String?)?
         var i = 0
         let n = text.count
         while i < n {
@@ -34,9 +46,12 @@ enum JSONKeys {
                     let raw = UnsafeRawBufferPointer(rebasing: text[(i + 1)..<max(i + 1, end)])
                     let key = escaped ? unescape(raw) : String(decoding: raw, as: UTF8.self)
                     frames[top].expectKey = false
-                    if frames.count == 1 { topLevelKey = key }
-                    if frames[top].keys!.insert(key).inserted == false {
-                        return (key, frames.count == 1 ? nil : topLevelKey)
+                    if frames.count == 1 {
+                        topLevelKey = key
+                        topLevel.append(key)
+                    }
+                    if frames[top].keys!.insert(key).inserted == false, duplicate == nil {
+                        duplicate = (key, frames.count == 1 ? nil : topLevelKey)
                     }
                 }
                 i = end
@@ -44,7 +59,7 @@ enum JSONKeys {
             }
             i += 1
         }
-        return nil
+        return (duplicate, topLevel)
     }
 
     /// A JSON string body with its escapes resolved; "a" and "\u0061" are the

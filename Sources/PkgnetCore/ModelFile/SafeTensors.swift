@@ -27,6 +27,8 @@ struct TensorEntry {
 /// converts every tensor to fp32 arrays during loading and then drops it.
 struct SafeTensors {
     let entries: [String: TensorEntry]
+    /// Tensor names in header order.
+    let names: [String]
     let metadata: [String: String]
     let data: UnsafeRawBufferPointer
 
@@ -67,6 +69,7 @@ struct SafeTensors {
             throw PkgnetError(.format, "\(source): duplicate \(what) '\(duplicate.key)': the header names it twice")
         }
         metadata = header.metadata
+        names = JSONKeys.topLevelKeys(in: headerBytes).filter { $0 != "__metadata__" }
         var entries: [String: TensorEntry] = [:]
         for raw in header.tensors {
             let entry = try Self.validate(raw, dataSize: data.count, source: source)

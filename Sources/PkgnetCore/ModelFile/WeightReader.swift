@@ -6,7 +6,7 @@ import PkgnetKernels
 final class WeightReader {
     private let file: SafeTensors
     private let prefix: String
-    private let source: String
+    let source: String
     private var taken: Set<String> = []
 
     init(file: SafeTensors, prefix: String, source: String) {
@@ -32,6 +32,9 @@ final class WeightReader {
         return values
     }
 
+    /// Whether the file holds the tensor (under this prefix), for optional layers.
+    func contains(_ name: String) -> Bool { file.entries[prefix + name] != nil }
+
     /// Dimension `axis` of a tensor, for layers whose size the file decides.
     func dimension(_ name: String, axis: Int) throws -> Int {
         let key = prefix + name
@@ -53,15 +56,15 @@ final class WeightReader {
     /// y = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta
     ///   = conv'(x) + b' with w' = w * s, b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
     /// Folding in Double keeps the folded weights within an ulp of exact.
+    /// `eps`: PyTorch's default 1e-5; EfficientNet's TensorFlow-born BatchNorms use 1e-3.
     func convBatchNorm(conv: String, bn: String, cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int,
-                       groups: Int = 1, convBias: Bool, relu: Bool) throws -> Conv2D {
+                       groups: Int = 1, eps: Double = 1e-5, convBias: Bool, relu: Bool) throws -> Conv2D {
         var weight = try tensor(conv + ".weight", shape: [cout, cin / groups, kernel, kernel])
         let bias = convBias ? try tensor(conv + ".bias", shape: [cout]) : [Float](repeating: 0, count: cout)
         let gamma = try tensor(bn + ".weight", shape: [cout])
         let beta = try tensor(bn + ".bias", shape: [cout])
         let mean = try tensor(bn + ".running_mean", shape: [cout])
         let variance = try tensor(bn + ".running_var", shape: [cout])
-        let eps = 1e-5
         var folded = [Float](repeating: 0, count: cout)
         let perChannel = weight.count / max(cout, 1)
         for o in 0..<cout {

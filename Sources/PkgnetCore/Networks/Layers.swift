@@ -24,6 +24,8 @@ struct Conv2D {
     let pad: Int
     let groups: Int
     let relu: Bool
+    /// Upper bound of the ReLU (6 for EfficientNet-Lite's ReLU6); nil: none.
+    var cap: Float? = nil
 
     func outputSize(_ size: Int) -> Int { (size + 2 * pad - kernel) / stride + 1 }
 
@@ -39,6 +41,46 @@ struct Conv2D {
                            residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count)
             }
         }
+        if let cap {
+            pkk_clamp(y.data, cout * batch * y.size * y.size, relu ? 0 : -.infinity, cap)
+        }
+    }
+}
+
+/// A convolution with TensorFlow "same" padding for a given input side:
+/// the output side is ceil(side / stride) and the padding that takes is
+/// split with the odd row below and right. Unequal sides go through a
+/// zero-padded copy of the input; equal ones stay the convolution's own.
+struct SameConv2D {
+    let conv: Conv2D
+    let before: Int
+    let after: Int
+
+    /// `conv`'s padding is replaced by the one `inputSize` calls for.
+    init(_ conv: Conv2D, inputSize: Int) {
+        let outputSize = (inputSize + conv.stride - 1) / conv.stride
+        let total = max((outputSize - 1) * conv.stride + conv.kernel - inputSize, 0)
+        before = total / 2
+        after = total - before
+        self.conv = Conv2D(weight: conv.weight, bias: conv.bias, cin: conv.cin, cout: conv.cout, kernel: conv.kernel,
+                           stride: conv.stride, pad: before == after ? before : 0, groups: conv.groups,
+                           relu: conv.relu, cap: conv.cap)
+    }
+
+    var cout: Int { conv.cout }
+
+    func outputSize(_ size: Int) -> Int { (size + before + after - conv.kernel) / conv.stride + 1 }
+
+    /// `padded` names the workspace buffer of the padded copy.
+    func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, padded: String, workspace ws: Workspace) throws {
+        guard before != after else {
+            conv(x, batch: batch, into: y, scratch: ws.scratch)
+            return
+        }
+        let copy = try ws.map(padded, channels: x.channels, size: x.size + before + after, batch: batch)
+        pkk_pad2d(x.data, Int32(x.channels), Int32(batch), Int32(x.size), Int32(x.size),
+                  Int32(before), Int32(after), Int32(before), Int32(after), copy.data)
+        conv(copy, batch: batch, into: y, scratch: ws.scratch)
     }
 }
 

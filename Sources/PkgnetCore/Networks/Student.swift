@@ -1,17 +1,34 @@
+/// The student features a distilled pair may name: the encoder outputs, the
+/// bottleneck and the decoder outputs (docs/model-format.md).
+enum StudentFeature: String, CaseIterable {
+    case e32, e16, e8, bottleneck, d8, d16, d32
+
+    func shape(width: Int) -> (channels: Int, size: Int) {
+        switch self {
+        case .e32, .d32: return (width, 32)
+        case .e16, .d16: return (2 * width, 16)
+        case .e8, .d8: return (4 * width, 8)
+        case .bottleneck: return (8 * width, 4)
+        }
+    }
+}
+
 /// The student: a U-Net that predicts the newest 32x32 crop of a cube from
 /// the past ones (task pred) or reconstructs it (task recon).
 ///
-///     in_conv  32x32  w      ─────────────────────────── skip32 ─┐
-///     down1    16x16  2w     ─────────────────── skip16 ─┐       │
-///     down2     8x8   4w     ── skip8 (k=1 only) ─┐      │       │
-///     down3     4x4   8w  bottleneck (pair 1)     │      │       │
-///     up1       8x8   4w  d8 (pair 2 when k=2) ◄──┘      │       │
-///     up2      16x16  2w                          ◄──────┘       │
-///     up3      32x32  w                                  ◄───────┘
+///     in_conv  32x32  w   e32  ─────────────────────────── skip32 ─┐
+///     down1    16x16  2w  e16  ─────────────────── skip16 ─┐       │
+///     down2     8x8   4w  e8   ── skip8 (k=1 only) ─┐      │       │
+///     down3     4x4   8w  bottleneck                │      │       │
+///     up1       8x8   4w  d8                    ◄───┘      │       │
+///     up2      16x16  2w  d16                          ◄───┘       │
+///     up3      32x32  w   d32                                  ◄───┘
 ///     outconv  32x32  C   the predicted frame
 ///
 /// k=2 downsamples by maxpool, k=1 by a strided conv; each concatenation is
-/// [skip, upsampled] along channels, built in place in one buffer.
+/// [skip, upsampled] along channels, built in place in one buffer. Each
+/// distilled pair names one of the features (e32 ... d32); where its channels
+/// differ from the teacher block's, a learned 1x1 projection maps them.
 struct Student {
     struct Down {
         let stridedConv: Conv2D?  // k=1; nil means maxpool 2x2 (k=2)
@@ -24,6 +41,13 @@ struct Student {
         let hasSkip: Bool
     }
 
+    /// A distilled pair's student side: the feature and, where its channels
+    /// differ from the teacher block's, the projection onto them.
+    struct PairFeature {
+        let feature: StudentFeature
+        let projection: Conv2D?
+    }
+
     let k: Int
     let width: Int
     let channels: Int
@@ -32,6 +56,7 @@ struct Student {
     let downs: [Down]
     let ups: [Up]
     let outConv: Conv2D
+    let pairs: [PairFeature]
 
     init(config: ModelConfig, weights: WeightReader) throws {
         let w = config.student.width
@@ -63,22 +88,49 @@ struct Student {
             return Up(upsample: ConvTranspose2D(weight: upWeight, bias: upBias, cin: cin, cout: cout), block: block, hasSkip: hasSkip)
         }
         outConv = try weights.conv("decoder.outconv.conv", cin: w, cout: channels, kernel: 1, stride: 1, pad: 0)
+        pairs = try config.pairs.enumerated().map { j, pair in
+            let arch = config.teacher.arch
+            guard let feature = StudentFeature(rawValue: pair.student), let teacherShape = arch.featureShape(block: pair.teacher) else {
+                throw PkgnetError(.unsupported, "pairs[\(j)] names '\(pair.student)' and '\(pair.teacher)': not a student feature and a \(arch.rawValue) block")
+            }
+            let studentShape = feature.shape(width: w)
+            let name = "projection.\(j)"
+            let what = "pairs[\(j)] (student \(pair.student) \(studentShape.channels)x\(studentShape.size)x\(studentShape.size), teacher \(arch.rawValue) \(pair.teacher) \(teacherShape.channels)x\(teacherShape.size)x\(teacherShape.size))"
+            guard studentShape.channels != teacherShape.channels else {
+                for tensor in [name + ".weight", name + ".bias"] where weights.contains(tensor) {
+                    throw PkgnetError(.modelMismatch, "\(weights.source): unexpected tensor 'student.\(tensor)': \(what) has the same channels on both sides, so no projection")
+                }
+                return PairFeature(feature: feature, projection: nil)
+            }
+            for tensor in [name + ".weight", name + ".bias"] where !weights.contains(tensor) {
+                throw PkgnetError(.modelMismatch, "\(weights.source): tensor 'student.\(tensor)' is missing: \(what) needs a 1x1 projection from \(studentShape.channels) to \(teacherShape.channels) channels")
+            }
+            let projection = try weights.conv(name, cin: studentShape.channels, cout: teacherShape.channels, kernel: 1, stride: 1, pad: 0)
+            return PairFeature(feature: feature, projection: projection)
+        }
     }
 
-    /// Channels and side of the distilled features, pair 1 first.
+    /// Channels and side of what each pair compares with the teacher (after
+    /// any projection), pair 1 first.
     var featureShapes: [(channels: Int, size: Int)] {
-        k == 2 ? [(8 * width, 4), (4 * width, 8)] : [(8 * width, 4)]
+        pairs.map { pair in
+            let shape = pair.feature.shape(width: width)
+            return (pair.projection?.cout ?? shape.channels, shape.size)
+        }
     }
 
     /// Runs the network on `input` [inputChannels][batch][32][32]; returns the
-    /// prediction [C][batch][32][32] and the distilled features, pair 1 first.
+    /// prediction [C][batch][32][32] and the distilled features (projected
+    /// where a pair has a projection), pair 1 first. All stay valid until the
+    /// next call on `workspace`: no buffer that holds a feature is written
+    /// after it.
     func callAsFunction(_ input: FeatureMap, batch: Int, workspace ws: Workspace) throws
         -> (prediction: FeatureMap, features: [FeatureMap])
     {
         let scratch = ws.scratch
         // Encoder. Each skip lives in the first half of the concatenation
         // buffer its decoder stage reads, so no copy is needed.
-        var skips: [FeatureMap] = []
+        var features: [StudentFeature: FeatureMap] = [:]
         var x = input
         for level in 0...3 {
             let size = 32 >> level, cout = width << level
@@ -101,13 +153,12 @@ struct Student {
                     down.block(pooled, batch: batch, temp: temp, into: output, scratch: scratch)
                 }
             }
-            if skipped { skips.append(output) }
+            features[[.e32, .e16, .e8, .bottleneck][level]] = output
             x = output
         }
-        let bottleneck = x
 
-        // Decoder.
-        var d8: FeatureMap? = nil
+        // Decoder. A skip's concatenation buffer gets only its second half
+        // written here, so the encoder features in the first halves survive.
         for (n, up) in ups.enumerated() {
             let size = 8 << n, cout = up.upsample.cout
             let upsampled: FeatureMap
@@ -124,11 +175,18 @@ struct Student {
             let temp = try ws.map("temp\(size)", channels: cout, size: size, batch: batch)
             let output = try ws.map("dec\(size)", channels: cout, size: size, batch: batch)
             up.block(blockInput, batch: batch, temp: temp, into: output, scratch: scratch)
-            if n == 0 { d8 = output }
+            features[[.d8, .d16, .d32][n]] = output
             x = output
         }
         let prediction = try ws.map("prediction", channels: channels, size: 32, batch: batch)
         outConv(x, batch: batch, into: prediction, scratch: scratch)
-        return (prediction, k == 2 ? [bottleneck, d8!] : [bottleneck])
+        let distilled = try pairs.enumerated().map { j, pair in
+            let feature = features[pair.feature]!
+            guard let projection = pair.projection else { return feature }
+            let projected = try ws.map("projection\(j)", channels: projection.cout, size: feature.size, batch: batch)
+            projection(feature, batch: batch, into: projected, scratch: scratch)
+            return projected
+        }
+        return (prediction, distilled)
     }
 }

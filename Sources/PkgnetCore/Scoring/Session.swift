@@ -19,8 +19,9 @@ public struct ScoreOutputs {
     public var prediction: UnsafeMutablePointer<Float>?         // [n][C][32][32]
     public var errorMap: UnsafeMutablePointer<Float>?           // [n][32][32]
     public var inconsistencyMaps: [UnsafeMutablePointer<Float>?] = []  // pair j: [n][s][s]
-    /// The distilled features themselves, pair j: [n][c][s][s]; for tests
-    /// and inspection, not part of the C API.
+    /// The distilled features themselves, pair j: [n][c][s][s] with c the
+    /// teacher block's channels (the student side after any projection);
+    /// for tests and inspection, not part of the C API.
     public var studentFeatures: [UnsafeMutablePointer<Float>?] = []
     public var teacherFeatures: [UnsafeMutablePointer<Float>?] = []
 
@@ -127,7 +128,7 @@ public final class Session: @unchecked Sendable {
                 }
             }
         }
-        let teacherFeatures = try model.teacher(teacherInput, batch: batch, workspace: ws)
+        let teacherFeatures = try model.teacher(teacherInput, batch: batch, blocks: model.teacherBlocks, workspace: ws)
 
         // Scores: S_e, then S_c^j per pair, each per cube.
         let pairs = studentFeatures.count

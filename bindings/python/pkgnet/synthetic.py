@@ -11,10 +11,11 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .convert import ARCHS, build_metadata, student_shapes, teacher_shapes, write_model
+from .convert import (ARCHS, CIFAR_ARCHS, TEACHER_ARCHS, build_metadata, projection_shapes,
+                      student_shapes, teacher_shapes, write_model, write_teacher)
 from .errors import InvalidArgumentError
 
-__all__ = ["random_state_dicts", "random_model", "random_cubes"]
+__all__ = ["random_state_dicts", "random_model", "random_teacher", "random_cubes"]
 
 
 def _fill(shapes, rng, transposed=()):
@@ -42,37 +43,56 @@ def _fill(shapes, rng, transposed=()):
     return out
 
 
-def random_state_dicts(k=2, width=16, arch="resnet18", task="pred", channels=3, seed=0):
-    """(student, teacher) state_dicts (name -> float32 array) with random weights."""
+def _random_teacher(arch, rng):
+    teacher = _fill(teacher_shapes(arch), rng)
+    # Each residual block adds its branch to the identity; damping the
+    # branch's last conv keeps the deeper teachers' outputs O(1) too.
+    if arch in ARCHS:
+        last = ".conv2.weight" if ARCHS[arch][0] == "basic" else ".conv3.weight"
+    elif arch in CIFAR_ARCHS:
+        last = ".conv2.weight"
+    else:
+        last = "._project_conv.weight"
+    for name in teacher:
+        if name.startswith(("layer", "_blocks.")) and name.endswith(last):
+            teacher[name] *= np.float32(0.5)
+    return teacher
+
+
+def random_state_dicts(k=2, width=16, arch="resnet18", task="pred", channels=3, seed=0,
+                       pairs=None):
+    """(student, teacher) state_dicts (name -> float32 array) with random weights.
+
+    The student holds the 1x1 projections (``projection.J.*``) of the pairs
+    whose channels differ: ``pairs`` [(student feature, teacher block)], None
+    for the published code's (torchvision teachers; other teachers then get
+    no projections).
+    """
+    if arch not in TEACHER_ARCHS:
+        raise InvalidArgumentError("unknown teacher arch %r (one of %s)"
+                                   % (arch, ", ".join(TEACHER_ARCHS)))
     rng = np.random.default_rng(seed)
     sshapes = student_shapes(k, width, channels, task)
     transposed = {n for n in sshapes if n.endswith(".up.weight")}
     student = _fill(sshapes, rng, transposed)
-    teacher = _fill(teacher_shapes(arch), rng)
-    # Each residual block adds its branch to the identity; damping the
-    # branch's last conv keeps layer2 O(1) in the deeper teachers too.
-    last = ".conv2.weight" if ARCHS[arch][0] == "basic" else ".conv3.weight"
-    for name in teacher:
-        if name.startswith("layer") and name.endswith(last):
-            teacher[name] *= np.float32(0.5)
+    teacher = _random_teacher(arch, rng)
+    if pairs is not None or arch in ARCHS:
+        student.update(_fill(projection_shapes(k, width, arch, pairs), rng))
     return student, teacher
 
 
 def random_model(path, k=2, width=16, arch="resnet18", task="pred", channels=3, seed=0,
-                 dtype="f32", weights=None, mu=None, sigma=None):
+                 dtype="f32", weights=None, mu=None, sigma=None, pairs=None):
     """Writes a model file with random weights; returns its metadata document.
 
-    ``width`` must fit the teacher: 8*width equals layer2's channels (16 for
-    resnet18/34, 64 for the resnet50 family).
+    ``pairs``: [(student feature, teacher block)], None for the published
+    code's (torchvision teachers only). Pairs whose channels differ get a
+    random projection; the torchvision default pairs need none at width 16
+    (resnet18/34) or 64 (the resnet50 family).
     """
-    if arch not in ARCHS:
-        raise InvalidArgumentError("unknown teacher arch %r (one of %s)" % (arch, ", ".join(ARCHS)))
-    need = 128 if ARCHS[arch][0] == "basic" else 512
-    if 8 * width != need:
-        raise InvalidArgumentError("width %d does not fit %s: the student bottleneck (8w) must "
-                                   "have %d channels, so width %d" % (width, arch, need, need // 8))
-    student, teacher = random_state_dicts(k, width, arch, task, channels, seed)
-    meta = build_metadata(k, width, task, channels, arch, weights=weights, mu=mu, sigma=sigma)
+    student, teacher = random_state_dicts(k, width, arch, task, channels, seed, pairs)
+    meta = build_metadata(k, width, task, channels, arch, weights=weights, mu=mu, sigma=sigma,
+                          pairs=pairs)
     tensors = OrderedDict()
     for name, arr in student.items():
         tensors["student." + name] = arr
@@ -80,6 +100,16 @@ def random_model(path, k=2, width=16, arch="resnet18", task="pred", channels=3, 
         tensors["teacher." + name] = arr
     write_model(path, tensors, meta, dtype)
     return meta
+
+
+def random_teacher(path, arch="resnet20", seed=0, dtype="f32", mean=None, std=None,
+                   channel_order=None):
+    """Writes a teacher file with random weights; returns its settings."""
+    if arch not in TEACHER_ARCHS:
+        raise InvalidArgumentError("unknown teacher arch %r (one of %s)"
+                                   % (arch, ", ".join(TEACHER_ARCHS)))
+    teacher = _random_teacher(arch, np.random.default_rng(seed))
+    return write_teacher(path, teacher, arch, mean, std, channel_order, dtype)
 
 
 def _smooth_texture(rng, size, channels, octaves=3):

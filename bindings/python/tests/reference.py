@@ -17,12 +17,13 @@ import struct
 
 import numpy as np
 
-BN_EPS = 1e-5
+BN_EPS = 1e-5  # PyTorch's default: torchvision and CIFAR ResNets
+LITE_BN_EPS = 1e-3  # efficientnet-lite-pytorch's batch_norm_epsilon (TensorFlow's)
 COS_EPS = 1e-8
 
 _ST_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "U8": "u1", "I64": "<i8"}
 
-# arch -> (block, blocks in layer1, blocks in layer2, groups)
+# torchvision: arch -> (block, blocks in layer1, blocks in layer2, groups)
 ARCHS = {
     "resnet18": ("basic", 2, 2, 1),
     "resnet34": ("basic", 3, 4, 1),
@@ -30,6 +31,13 @@ ARCHS = {
     "resnext50_32x4d": ("bottleneck", 3, 4, 32),
     "wide_resnet50_2": ("bottleneck", 3, 4, 1),
 }
+# CIFAR-10 ResNets (akamaster's resnet.py): BasicBlocks per stage.
+CIFAR_ARCHS = {"resnet20": 3, "resnet56": 9}
+# EfficientNet-Lite0, efficientnet-lite-pytorch's efficientnet_lite() block
+# strings: (repeats, kernel, stride, expand ratio, in, out).
+LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+                (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+                (1, 3, 1, 6, 192, 320)]
 
 
 # ------------------------------------------------------------ model file
@@ -68,6 +76,11 @@ class Model:
         self.task = st["task"]
         self.channels = st["channels"]
         self.arch = self.meta["teacher"]["arch"]
+        if "pairs" in self.meta:
+            self.pairs = [(p["student"], p["teacher"]) for p in self.meta["pairs"]]
+        else:  # the published code's pairs (torchvision teachers only)
+            assert self.arch in ARCHS, self.arch
+            self.pairs = [("bottleneck", "layer2"), ("d8", "layer1")][:self.k]
 
 
 # ---------------------------------------------------------------- layers
@@ -111,16 +124,46 @@ def conv_transpose2d(x, w, b, stride=2, pad=1, output_padding=1):
     return full[:, :, pad:pad + ho, pad:pad + wo] + b[None, :, None, None]
 
 
-def batchnorm(x, p, prefix):
+def depthwise_conv2d(x, w, stride=1):
+    """x [N,C,H,W] (already padded), w [C,1,k,k]: each channel its own filter."""
+    n, c, h, wd = x.shape
+    k = w.shape[2]
+    assert w.shape == (c, 1, k, k), (x.shape, w.shape)
+    ho = (h - k) // stride + 1
+    wo = (wd - k) // stride + 1
+    y = np.zeros((n, c, ho, wo))
+    for i in range(k):
+        for j in range(k):
+            patch = x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            y += patch * w[None, :, 0, i, j, None, None]
+    return y
+
+
+def pad_same(x, kernel, stride):
+    """TensorFlow "same" padding as efficientnet-lite-pytorch's Conv2d*SamePadding:
+    output side ceil(h/stride), the odd row of padding below and right."""
+    h = x.shape[2]
+    assert x.shape[3] == h
+    out = -(-h // stride)
+    total = max((out - 1) * stride + kernel - h, 0)
+    before = total // 2
+    return np.pad(x, ((0, 0), (0, 0), (before, total - before), (before, total - before)))
+
+
+def batchnorm(x, p, prefix, eps=BN_EPS):
     mean = p[prefix + ".running_mean"][None, :, None, None]
     var = p[prefix + ".running_var"][None, :, None, None]
     gamma = p[prefix + ".weight"][None, :, None, None]
     beta = p[prefix + ".bias"][None, :, None, None]
-    return (x - mean) / np.sqrt(var + BN_EPS) * gamma + beta
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
 def relu(x):
     return np.maximum(x, 0.0)
+
+
+def relu6(x):
+    return np.clip(x, 0.0, 6.0)
 
 
 def maxpool(x, kernel, stride, pad):
@@ -144,7 +187,9 @@ def double_conv(x, p, prefix):
 
 
 def student_forward(p, k, x):
-    """(prediction [N,C,32,32], [bottleneck, up1 output (k=2 only)])."""
+    """(prediction [N,C,32,32], {feature name: map}) with the features pairs
+    may name: encoder outputs e32, e16, e8, the bottleneck, decoder outputs
+    d8 (up1), d16, d32."""
     x32 = double_conv(x, p, "encoder.in_conv.conv.conv")
     skips = [x32]
     h = x32
@@ -167,7 +212,8 @@ def student_forward(p, k, x):
     up = conv_transpose2d(d16, p["decoder.up3.up.weight"], p["decoder.up3.up.bias"])
     d32 = double_conv(np.concatenate([x32, up], axis=1), p, "decoder.up3.conv.conv")
     pred = conv2d(d32, p["decoder.outconv.conv.weight"], p["decoder.outconv.conv.bias"])
-    feats = [bottleneck, d8] if k == 2 else [bottleneck]
+    feats = {"e32": x32, "e16": x16, "e8": x8, "bottleneck": bottleneck,
+             "d8": d8, "d16": d16, "d32": d32}
     return pred, feats
 
 
@@ -194,12 +240,12 @@ def shortcut(x, p, prefix, stride, out_channels):
     return x
 
 
-def teacher_forward(p, arch, x):
-    """[layer2 output (block2), stem+layer1 output (block1)] of a 3x32x32 input."""
+def torchvision_forward(p, arch, x):
+    """{"layer1": stem + maxpool + layer1, "layer2": layer2} of a 3x32x32 input."""
     kind, n1, n2, groups = ARCHS[arch]
     h = relu(batchnorm(conv2d(x, p["conv1.weight"], None, 2, 3), p, "bn1"))
     h = maxpool(h, 3, 2, 1)
-    outs = []
+    outs = {}
     for layer, (nblocks, stride) in ((1, (n1, 1)), (2, (n2, 2))):
         for i in range(nblocks):
             prefix = "layer%d.%d" % (layer, i)
@@ -208,9 +254,70 @@ def teacher_forward(p, arch, x):
                 h = basic_block(h, p, prefix, s)
             else:
                 h = bottleneck_block(h, p, prefix, s, groups)
-        outs.append(h)
-    block1, block2 = outs
-    return [block2, block1]
+        outs["layer%d" % layer] = h
+    return outs
+
+
+def cifar_block(x, p, prefix, stride, planes):
+    """akamaster's BasicBlock with option A: the shortcut takes every second
+    row and column and zero-pads planes//4 channels on each side."""
+    out = relu(batchnorm(conv2d(x, p[prefix + ".conv1.weight"], None, stride, 1), p, prefix + ".bn1"))
+    out = batchnorm(conv2d(out, p[prefix + ".conv2.weight"], None, 1, 1), p, prefix + ".bn2")
+    if stride != 1 or x.shape[1] != planes:
+        pad = planes // 4
+        short = np.pad(x[:, :, ::2, ::2], ((0, 0), (pad, pad), (0, 0), (0, 0)))
+    else:
+        short = x
+    return relu(out + short)
+
+
+def cifar_forward(p, arch, x):
+    """{"layer1", "layer2", "layer3"} of a CIFAR ResNet on a 3x32x32 input."""
+    h = relu(batchnorm(conv2d(x, p["conv1.weight"], None, 1, 1), p, "bn1"))
+    outs = {}
+    for layer, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), 1):
+        for i in range(CIFAR_ARCHS[arch]):
+            h = cifar_block(h, p, "layer%d.%d" % (layer, i), stride if i == 0 else 1, planes)
+        outs["layer%d" % layer] = h
+    return outs
+
+
+def lite0_forward(p, x):
+    """{"blocks.N": output of _blocks.N} of EfficientNet-Lite0: stem, then
+    MBConv blocks without squeeze-excitation, ReLU6, BatchNorm eps 1e-3."""
+    def bn(h, prefix):
+        return batchnorm(h, p, prefix, LITE_BN_EPS)
+
+    h = relu6(bn(conv2d(pad_same(x, 3, 2), p["_conv_stem.weight"], None, 2), "_bn0"))
+    outs = {}
+    index = 0
+    for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
+        for r in range(repeats):
+            pre = "_blocks.%d." % index
+            s = stride if r == 0 else 1
+            block_in = h
+            if expand != 1:
+                h = relu6(bn(conv2d(h, p[pre + "_expand_conv.weight"]), pre + "_bn0"))
+            h = relu6(bn(depthwise_conv2d(pad_same(h, kernel, s), p[pre + "_depthwise_conv.weight"], s),
+                         pre + "_bn1"))
+            h = bn(conv2d(h, p[pre + "_project_conv.weight"]), pre + "_bn2")
+            if s == 1 and block_in.shape[1] == h.shape[1]:
+                h = h + block_in
+            outs["blocks.%d" % index] = h
+            index += 1
+    return outs
+
+
+def teacher_forward(p, arch, x, blocks):
+    """The outputs of the named teacher blocks, in the order given."""
+    if arch in ARCHS:
+        outs = torchvision_forward(p, arch, x)
+    elif arch in CIFAR_ARCHS:
+        outs = cifar_forward(p, arch, x)
+    else:
+        assert arch == "efficientnet_lite0", arch
+        outs = lite0_forward(p, x)
+    return [outs[b] for b in blocks]
 
 
 # ----------------------------------------------------------------- scores
@@ -255,8 +362,16 @@ def reference_scores(model_path, cubes):
         x = frames[:, :4].reshape(n, 4 * model.channels, 32, 32)
     else:
         x = target
-    pred, sfeat = student_forward(model.s, model.k, x)
-    tfeat = teacher_forward(model.t, model.arch, teacher_input(model, target))[:len(sfeat)]
+    pred, named = student_forward(model.s, model.k, x)
+    sfeat = []
+    for j, (student, _) in enumerate(model.pairs):
+        f = named[student]
+        proj = "projection.%d." % j
+        if proj + "weight" in model.s:  # a 1x1 conv onto the teacher's channels
+            f = conv2d(f, model.s[proj + "weight"], model.s[proj + "bias"])
+        sfeat.append(f)
+    tfeat = teacher_forward(model.t, model.arch, teacher_input(model, target),
+                            [t for _, t in model.pairs])
     sq = (pred - target) ** 2
     error = sq.mean(axis=(1, 2, 3))
     maps = [inconsistency_map(s, t) for s, t in zip(sfeat, tfeat)]

@@ -37,9 +37,16 @@ def test_random_model_file(tmp_path):
     assert other.read_bytes() != path.read_bytes()
 
 
-def test_random_model_refuses_bad_width(tmp_path):
-    with pytest.raises(InvalidArgumentError, match="width 16 does not fit resnet50"):
-        synthetic.random_model(tmp_path / "m.safetensors", width=16, arch="resnet50")
+def test_random_model_projects_where_channels_differ(tmp_path):
+    path = tmp_path / "m.safetensors"
+    synthetic.random_model(path, k=2, width=16, arch="resnet50")
+    entries, _ = sio.read_header(path)
+    assert tuple(entries["student.projection.0.weight"][1]) == (512, 128, 1, 1)
+    assert tuple(entries["student.projection.1.weight"][1]) == (256, 64, 1, 1)
+    with pytest.raises(InvalidArgumentError, match="no default pairs"):
+        synthetic.random_model(path, arch="resnet20")
+    with pytest.raises(InvalidArgumentError, match="unknown teacher arch"):
+        synthetic.random_model(path, arch="resnet101")
 
 
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
