@@ -362,6 +362,15 @@ static void pkk_im2col(const pkk_im2col_args *a, int parallel)
     else fn(0, rows, 0, a);
 }
 
+void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int kernel, int stride,
+                       int pad, size_t c0, int tn, float *col)
+{
+    const int ho = (h + 2 * pad - kernel) / stride + 1;
+    const int wo = (w + 2 * pad - kernel) / stride + 1;
+    const pkk_im2col_args ia = { x, cin, batch, h, w, kernel, stride, pad, ho, wo, c0, tn, col };
+    pkk_im2col(&ia, 0);
+}
+
 /* ---- GEMM epilogue ---- */
 
 typedef struct {

@@ -32,4 +32,11 @@ void pkk_run(long n, size_t work, pkk_range_fn fn, const void *args);
 /* Threads pkk_run would use for n items (1 if it would not fork). */
 int pkk_run_threads(long n, size_t work);
 
+/* The forward convolution's im2col (conv.c), on the calling thread only:
+ * col[(ci, ky, kx)][j] for output columns [c0, c0 + tn) of a conv of x
+ * [cin][batch][h][w] (groups 1). For kernels that are already inside their
+ * own parallel region. */
+void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int kernel, int stride,
+                       int pad, size_t c0, int tn, float *col);
+
 #endif /* PKK_INTERNAL_H */

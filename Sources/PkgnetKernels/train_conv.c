@@ -2,38 +2,42 @@
  * Backward passes of conv2d and conv_transpose2d over channel-major
  * activations [C][B*H*W] (groups 1, the students' convolutions).
  *
- * conv2d, per output-column tile (flat index over b, oy, ox):
- *   col = im2col(x)                       [Cin*k*k][T]
- *   dW += dy[:, tile] x col^T             (GEMM, reduction over the tile)
+ * Work is cut into tiles of whole images, and each thread of one parallel
+ * region takes every nt-th tile and does all of its work with serial BLAS
+ * calls (OpenBLAS does not thread inside our region):
+ * conv2d, per tile of output columns (b, oy, ox):
+ *   col = im2col(x)                       [Cin*k*k][T]  (the forward's im2col)
+ *   dW_t += dy[:, tile] x col^T           (the thread's own partial sum)
  *   col = W^T x dy[:, tile]               (same scratch, reused)
- *   dx += col2im(col)                     (parallel over input channels)
- * conv_transpose2d, per input-column tile (flat index over b, iy, ix): the
- * layer is the adjoint of conv2d(., W, stride, pad) from the output plane to
- * the input plane, so one im2col of dy serves both products:
+ *   dx[images of the tile] += col2im(col) (no other tile touches these images)
+ *   or, for stride-1 "same" convs, dx[:, tile] (+)= flip(W)^T x im2col(dy)
+ * conv_transpose2d, per tile of input columns (b, iy, ix): the layer is the
+ * adjoint of conv2d(., W, stride, pad) from the output plane to the input
+ * plane, so one im2col of dy serves both products:
  *   col = im2col(dy)                      [Cout*k*k][T]
- *   dW += x[:, tile] x col^T;  dx[:, tile] = W x col
+ *   dW_t += x[:, tile] x col^T;  dx[:, tile] = W x col
+ * dW = sum of the threads' partials in thread order. Whole images keep the
+ * col2im scatter of one tile away from every other tile's, so threads never
+ * add to the same element, and the per-thread reduction keeps every GEMM
+ * large (the small students' dW GEMMs are 16 x 144: split by output column
+ * they would leave all but one thread idle).
  *
- * Determinism: OpenBLAS's threaded GEMM (0.3.21) blocks the reduction
- * differently from its serial one, so its bits change with the thread count
- * once k exceeds a few hundred (measured: 16x144x700 differs, x192 does not).
- * Every GEMM here is therefore cut into fixed blocks of output columns, each
- * a single-threaded BLAS call (inside our own parallel region, where OpenBLAS
- * does not thread), and tiles are added in order. col2im gives each input
- * channel to one thread and visits (tile, ky, kx, column) in a fixed order. Bias sums are per channel, sequential, in
- * double. The im2col here is one generic form (the forward's specialised
- * ones are private to conv.c, and backward speed is not yet tuned).
+ * Determinism: the tiling depends on the problem, the scratch size and the
+ * thread count only, so the same thread count gives the same bits; a
+ * different one sums dW in another grouping (differences of float rounding).
+ * Bias sums are per channel, sequential, in double.
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
 #include "pkk_train.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* Largest im2col block per tile and the narrowest tile it is cut to, as in the
- * forward: the GEMMs read a block that stays in cache. */
+/* Largest im2col block of one tile: the GEMMs then read it from cache. A
+ * tile holds at least one image whatever this says. */
 #define TR_COL_BLOCK_FLOATS 262144
-#define TR_MIN_TILE 512
 
 /* Output coordinates o in [lo, hi) whose input coordinate o*stride + off lies
  * in [0, in). */
@@ -47,13 +51,11 @@ static void tr_valid_range(int out, int stride, int off, int in, int *lo, int *h
     *hi = h;
 }
 
-/* Geometry of one tile of an im2col / col2im: a source plane h x w with
+/* Geometry of one tile of a col2im: a source plane h x w with
  * `batch` images per channel, a convolution (kernel, stride, pad) producing
  * ho x wo, output columns [c0, c0 + tn). */
 typedef struct {
-    const float *src; /* im2col: read */
-    float *dst;       /* col2im: accumulated into */
-    float *col_out;   /* im2col: written */
+    float *dst;       /* accumulated into */
     const float *col_in;
     int batch, h, w, kernel, stride, pad, ho, wo;
     size_t c0;
@@ -80,38 +82,6 @@ typedef struct {
             n_ += (size_t)len;                                                     \
         }                                                                          \
     } while (0)
-
-/* im2col rows [lo, hi), row r = (ci, ky, kx): col[r][j] = src[ci][b][iy][ix]
- * or 0 in the padding. */
-static void tr_im2col_rows(long lo, long hi, int thread, const void *args)
-{
-    (void)thread;
-    const tr_cols_args *a = args;
-    const int k = a->kernel, kk = k * k, s = a->stride;
-    const size_t plane = (size_t)a->h * a->w;
-    const size_t in_ch = (size_t)a->batch * plane;
-    for (long r = lo; r < hi; r++) {
-        const int ci = (int)(r / kk);
-        const int ky = (int)(r % kk) / k, kx = (int)(r % kk) % k;
-        const float *restrict xc = a->src + (size_t)ci * in_ch;
-        float *restrict d = a->col_out + (size_t)r * a->tn;
-        int vlo, vhi; /* ox reading inside the row */
-        tr_valid_range(a->wo, s, kx - a->pad, a->w, &vlo, &vhi);
-        TR_FOR_ROW_RUNS(a, {
-            float *restrict dj = d + j;
-            const int iy = oy * s - a->pad + ky;
-            if (iy < 0 || iy >= a->h) {
-                for (int t = 0; t < len; t++) dj[t] = 0.0f;
-            } else {
-                const float *restrict row = xc + b * plane + (size_t)iy * a->w;
-                for (int t = 0; t < len; t++) {
-                    const int ox = ox0 + t;
-                    dj[t] = (ox >= vlo && ox < vhi) ? row[ox * s + kx - a->pad] : 0.0f;
-                }
-            }
-        });
-    }
-}
 
 /* col2im for input channels [lo, hi): dst[ci][b][iy][ix] += col[(ci,ky,kx)][j].
  * One thread owns a channel, so no two threads add to the same element. */
@@ -143,51 +113,62 @@ static void tr_col2im_channels(long lo, long hi, int thread, const void *args)
     }
 }
 
-/* ---- GEMM in fixed column blocks ---- */
-
-/* Output columns per BLAS call. Fixed, so that the block shapes (and with
- * them OpenBLAS's serial blocking) never depend on the thread count. */
-#define TR_GEMM_NB 128
+/* ---- tiles of whole images, one parallel region ---- */
 
 typedef struct {
-    int trans_a, trans_b, m, n, k;
-    float alpha, beta;
-    const float *a, *b;
-    int lda, ldb, ldc;
-    float *c;
-} tr_gemm_args;
+    int threads;           /* team size */
+    int images;            /* images per tile */
+    int tiles;
+    size_t slice;          /* scratch floats per thread */
+} tr_plan;
 
-static void tr_gemm_block(const tr_gemm_args *g, int block)
+/* Splits `batch` images among threads: each thread's scratch slice must hold
+ * one tile's im2col (rows x image_cols floats per image; rows 0 = no im2col).
+ * Returns -1 when not even one image fits the whole scratch. */
+static int tr_plan_tiles(int batch, size_t rows, size_t image_cols, size_t scratch_floats, tr_plan *p)
 {
-    const int n0 = block * TR_GEMM_NB;
-    const int nb = g->n - n0 < TR_GEMM_NB ? g->n - n0 : TR_GEMM_NB;
-    const float *b = g->trans_b ? g->b + (size_t)n0 * g->ldb : g->b + n0;
-    pkk_sgemm(g->trans_a, g->trans_b, g->m, nb, g->k, g->alpha, g->a, g->lda, b, g->ldb, g->beta,
-              g->c + n0, g->ldc);
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (threads > batch) threads = batch;
+    if (threads < 1) threads = 1;
+    const size_t image_floats = rows * image_cols;
+    if (image_floats > 0) {
+        if (scratch_floats < image_floats) return -1;
+        while (threads > 1 && scratch_floats / (size_t)threads < image_floats) threads--;
+    }
+    const size_t slice = scratch_floats / (size_t)threads;
+    size_t images = (size_t)(batch + threads - 1) / (size_t)threads;
+    if (image_floats > 0) {
+        size_t fit = slice / image_floats;
+        size_t cap = TR_COL_BLOCK_FLOATS / image_floats;
+        if (cap < 1) cap = 1;
+        if (fit > cap) fit = cap;
+        if (images > fit) images = fit;
+    }
+    if (images < 1) images = 1;
+    p->images = (int)images;
+    p->tiles = (int)(((size_t)batch + images - 1) / images);
+    p->threads = threads < p->tiles ? threads : p->tiles;
+    p->slice = slice;
+    return 0;
 }
 
-/* pkk_sgemm's contract (row-major C = alpha op(A) op(B) + beta C), with the
- * same bits for any thread count. With one thread available OpenBLAS is
- * serial already; otherwise the blocks are spread over a team of at least two
- * threads, so that every call sees omp_in_parallel() and stays serial. */
-static void tr_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
-                    const float *a, int lda, const float *b, int ldb, float beta,
-                    float *c, int ldc)
+/* Per-thread dW partials for a team of p->threads (NULL when one thread
+ * accumulates straight into dweight). *failed is set when calloc fails. */
+static float *tr_partials(const tr_plan *p, size_t wsize, const float *dweight, int *failed)
 {
-    if (m <= 0 || n <= 0) return;
-    const tr_gemm_args g = { trans_a, trans_b, m, n, k, alpha, beta, a, b, lda, ldb, ldc, c };
-    const int blocks = (n + TR_GEMM_NB - 1) / TR_GEMM_NB;
-    const int available = omp_in_parallel() ? 1 : omp_get_max_threads();
-    if (available <= 1) {
-        for (int blk = 0; blk < blocks; blk++) tr_gemm_block(&g, blk);
-        return;
-    }
-    int threads = blocks < available ? blocks : available;
-    if (threads < 2) threads = 2;
-#pragma omp parallel num_threads(threads)
-    {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        for (int blk = t; blk < blocks; blk += nt) tr_gemm_block(&g, blk);
+    *failed = 0;
+    if (dweight == NULL || p->threads <= 1) return NULL;
+    float *partials = calloc((size_t)p->threads * wsize, sizeof(float));
+    if (partials == NULL) *failed = 1;
+    return partials;
+}
+
+/* dweight += the partials, in thread order. */
+static void tr_reduce_partials(float *dweight, const float *partials, int threads, size_t wsize)
+{
+    for (int t = 0; t < threads; t++) {
+        const float *restrict src = partials + (size_t)t * wsize;
+        for (size_t i = 0; i < wsize; i++) dweight[i] += src[i];
     }
 }
 
@@ -218,18 +199,6 @@ static void tr_add_channel_sums(const float *a, int channels, size_t n, float *o
     pkk_run(channels, (size_t)channels * n, tr_channel_sums, &s);
 }
 
-/* Columns per tile: as many as the scratch holds, capped so that the block
- * stays in cache. 0 when not even one column fits. */
-static size_t tr_tile(size_t scratch_floats, size_t rows, size_t ncols)
-{
-    size_t tile = scratch_floats / rows;
-    size_t cap = TR_COL_BLOCK_FLOATS / rows;
-    if (cap < TR_MIN_TILE) cap = TR_MIN_TILE;
-    if (tile > cap) tile = cap;
-    if (tile > ncols) tile = ncols;
-    return tile;
-}
-
 /* ---- conv2d ---- */
 
 size_t pkk_conv2d_backward_scratch_floats(int cin, int kernel, int cols)
@@ -247,47 +216,88 @@ int pkk_conv2d_backward(const float *x, int cin, int batch, int h, int w,
     const int wo = (w + 2 * pad - kernel) / stride + 1;
     if (cin <= 0 || cout <= 0 || batch <= 0 || ho <= 0 || wo <= 0) return 0;
     const size_t ncols = (size_t)batch * ho * wo;
-    const size_t in_ch = (size_t)batch * h * w;
+    const size_t image_cols = (size_t)ho * wo;
+    const size_t image_in = (size_t)h * w;
+    const size_t in_ch = (size_t)batch * image_in;
     const int kdim = cin * kernel * kernel;
-
     const int direct = kernel == 1 && stride == 1 && pad == 0;
-    const size_t tile = tr_tile(scratch_floats, (size_t)kdim, ncols);
-    if (!direct && tile < 1 && (dx != NULL || dweight != NULL)) {
-        pkk_set_errorf("conv2d backward: scratch of %zu floats holds no column of %d rows",
-                       scratch_floats, kdim);
+    /* A stride-1 "same" conv's input gradient is itself a same conv of dy
+     * with the flipped, transposed kernel: im2col(dy) and one GEMM straight
+     * into dx replace the GEMM into a 9x larger col and its col2im scatter. */
+    const int dy_rows = cout * kernel * kernel;
+    int same = !direct && dx != NULL && stride == 1 && ho == h && wo == w;
+
+    tr_plan p;
+    /* The same-conv path needs room for im2col(dy) too; without it, col2im. */
+    if (same && tr_plan_tiles(batch, (size_t)(dy_rows > kdim ? dy_rows : kdim), image_cols, scratch_floats, &p) != 0)
+        same = 0;
+    if (!same && (dx != NULL || dweight != NULL)
+        && tr_plan_tiles(batch, direct ? 0 : (size_t)kdim, image_cols, scratch_floats, &p) != 0) {
+        pkk_set_errorf("conv2d backward: scratch of %zu floats holds no image of %d x %zu columns",
+                       scratch_floats, kdim, image_cols);
         return -1;
     }
     if (dbias != NULL) tr_add_channel_sums(dy, cout, ncols, dbias);
     if (dx == NULL && dweight == NULL) return 0;
-
-    if (direct) {
-        /* x is its own im2col: one GEMM each, reduction over all columns */
-        if (dweight != NULL)
-            tr_gemm(0, 1, cout, cin, (int)ncols, 1.0f, dy, (int)ncols, x, (int)ncols, 1.0f,
-                      dweight, cin);
-        if (dx != NULL)
-            tr_gemm(1, 0, cin, (int)ncols, cout, 1.0f, weight, cin, dy, (int)ncols,
-                      accumulate ? 1.0f : 0.0f, dx, (int)ncols);
-        return 0;
+    const size_t wsize = (size_t)cout * kdim;
+    int failed;
+    float *partials = tr_partials(&p, wsize, dweight, &failed);
+    /* flipped[ci][co][ky][kx] = weight[co][ci][k-1-ky][k-1-kx] */
+    float *flipped = same ? malloc(sizeof(float) * wsize) : NULL;
+    if (failed || (same && flipped == NULL)) {
+        free(partials);
+        pkk_set_errorf("conv2d backward: cannot allocate %zu bytes of partial sums",
+                       (size_t)(p.threads + 1) * wsize * sizeof(float));
+        return -1;
     }
-
-    if (dx != NULL && !accumulate) memset(dx, 0, sizeof(float) * (size_t)cin * in_ch);
-
-    for (size_t c0 = 0; c0 < ncols; c0 += tile) {
-        const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
-        const tr_cols_args ca = { x, dx, scratch, scratch, batch, h, w, kernel, stride, pad,
-                                  ho, wo, c0, tn };
-        if (dweight != NULL) {
-            pkk_run(kdim, (size_t)kdim * tn, tr_im2col_rows, &ca);
-            tr_gemm(0, 1, cout, kdim, tn, 1.0f, dy + c0, (int)ncols, scratch, tn, 1.0f,
-                      dweight, kdim);
-        }
-        if (dx != NULL) {
-            tr_gemm(1, 0, kdim, tn, cout, 1.0f, weight, kdim, dy + c0, (int)ncols, 0.0f,
-                      scratch, tn);
-            pkk_run(cin, (size_t)kdim * tn, tr_col2im_channels, &ca);
+    if (flipped != NULL) {
+        const int kk = kernel * kernel;
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++)
+                for (int r = 0; r < kk; r++)
+                    flipped[((size_t)ci * cout + co) * kk + (kk - 1 - r)] = weight[((size_t)co * cin + ci) * kk + r];
+    }
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+    {
+        const int t = omp_get_thread_num();
+        float *col = scratch + (size_t)t * p.slice;
+        float *dw = partials != NULL ? partials + (size_t)t * wsize : dweight;
+        for (int tile = t; tile < p.tiles; tile += p.threads) {
+            const int b0 = tile * p.images;
+            const int nb = batch - b0 < p.images ? batch - b0 : p.images;
+            const size_t c0 = (size_t)b0 * image_cols;
+            const int tn = (int)((size_t)nb * image_cols);
+            const float *cols = direct ? x + c0 : col;
+            const int ldcols = direct ? (int)ncols : tn;
+            if (!direct) pkk_im2col_serial(x, cin, batch, h, w, kernel, stride, pad, c0, tn, col);
+            if (dw != NULL)
+                pkk_sgemm(0, 1, cout, kdim, tn, 1.0f, dy + c0, (int)ncols, cols, ldcols, 1.0f, dw, kdim);
+            if (dx == NULL) continue;
+            if (direct) {
+                pkk_sgemm(1, 0, cin, tn, cout, 1.0f, weight, kdim, dy + c0, (int)ncols,
+                          accumulate ? 1.0f : 0.0f, dx + c0, (int)ncols);
+                continue;
+            }
+            if (same) {
+                pkk_im2col_serial(dy, cout, batch, h, w, kernel, 1, pad, c0, tn, col);
+                pkk_sgemm(0, 0, cin, tn, dy_rows, 1.0f, flipped, dy_rows, col, tn,
+                          accumulate ? 1.0f : 0.0f, dx + c0, (int)ncols);
+                continue;
+            }
+            pkk_sgemm(1, 0, kdim, tn, cout, 1.0f, weight, kdim, dy + c0, (int)ncols, 0.0f, col, tn);
+            if (!accumulate)
+                for (int ci = 0; ci < cin; ci++)
+                    memset(dx + (size_t)ci * in_ch + (size_t)b0 * image_in, 0,
+                           sizeof(float) * (size_t)nb * image_in);
+            const tr_cols_args ca = { dx, col, batch, h, w, kernel, stride, pad, ho, wo, c0, tn };
+            tr_col2im_channels(0, cin, 0, &ca);
         }
     }
+    if (partials != NULL) {
+        tr_reduce_partials(dweight, partials, p.threads, wsize);
+        free(partials);
+    }
+    free(flipped);
     return 0;
 }
 
@@ -309,30 +319,49 @@ int pkk_conv_transpose2d_backward(const float *x, int cin, int batch, int h, int
     const int wo = (w - 1) * stride - 2 * pad + kernel + output_padding;
     if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0 || ho <= 0 || wo <= 0) return 0;
     const size_t ncols = (size_t)batch * h * w; /* columns of x and dx */
+    const size_t image_cols = (size_t)h * w;
     const size_t out_ch = (size_t)batch * ho * wo;
     const int rows = cout * kernel * kernel;
 
-    const size_t tile = tr_tile(scratch_floats, (size_t)rows, ncols);
-    if (tile < 1 && (dx != NULL || dweight != NULL)) {
-        pkk_set_errorf("conv_transpose2d backward: scratch of %zu floats holds no column of %d rows",
-                       scratch_floats, rows);
+    tr_plan p;
+    if ((dx != NULL || dweight != NULL)
+        && tr_plan_tiles(batch, (size_t)rows, image_cols, scratch_floats, &p) != 0) {
+        pkk_set_errorf("conv_transpose2d backward: scratch of %zu floats holds no image of %d x %zu columns",
+                       scratch_floats, rows, image_cols);
         return -1;
     }
     if (dbias != NULL) tr_add_channel_sums(dy, cout, out_ch, dbias);
     if (dx == NULL && dweight == NULL) return 0;
-
-    for (size_t c0 = 0; c0 < ncols; c0 += tile) {
-        const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
-        /* dy seen as the input of a conv (ho x wo -> h x w); columns index x */
-        const tr_cols_args ca = { dy, NULL, scratch, scratch, batch, ho, wo, kernel, stride, pad,
-                                  h, w, c0, tn };
-        pkk_run(rows, (size_t)rows * tn, tr_im2col_rows, &ca);
-        if (dweight != NULL)
-            tr_gemm(0, 1, cin, rows, tn, 1.0f, x + c0, (int)ncols, scratch, tn, 1.0f,
-                      dweight, rows);
-        if (dx != NULL)
-            tr_gemm(0, 0, cin, tn, rows, 1.0f, weight, rows, scratch, tn,
-                      accumulate ? 1.0f : 0.0f, dx + c0, (int)ncols);
+    const size_t wsize = (size_t)cin * rows;
+    int failed;
+    float *partials = tr_partials(&p, wsize, dweight, &failed);
+    if (failed) {
+        pkk_set_errorf("conv_transpose2d backward: cannot allocate %zu bytes of partial sums",
+                       (size_t)p.threads * wsize * sizeof(float));
+        return -1;
+    }
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+    {
+        const int t = omp_get_thread_num();
+        float *col = scratch + (size_t)t * p.slice;
+        float *dw = partials != NULL ? partials + (size_t)t * wsize : dweight;
+        for (int tile = t; tile < p.tiles; tile += p.threads) {
+            const int b0 = tile * p.images;
+            const int nb = batch - b0 < p.images ? batch - b0 : p.images;
+            const size_t c0 = (size_t)b0 * image_cols;
+            const int tn = (int)((size_t)nb * image_cols);
+            /* dy seen as the input of a conv (ho x wo -> h x w); columns index x */
+            pkk_im2col_serial(dy, cout, batch, ho, wo, kernel, stride, pad, c0, tn, col);
+            if (dw != NULL)
+                pkk_sgemm(0, 1, cin, rows, tn, 1.0f, x + c0, (int)ncols, col, tn, 1.0f, dw, rows);
+            if (dx != NULL)
+                pkk_sgemm(0, 0, cin, tn, rows, 1.0f, weight, rows, col, tn,
+                          accumulate ? 1.0f : 0.0f, dx + c0, (int)ncols);
+        }
+    }
+    if (partials != NULL) {
+        tr_reduce_partials(dweight, partials, p.threads, wsize);
+        free(partials);
     }
     return 0;
 }

@@ -15,13 +15,13 @@
  *     added to (zero them at the start of a step; micro-batches of one step
  *     then accumulate naturally).
  *   - Any gradient output may be NULL to skip computing it.
- *   - Results do not depend on the thread count: every reduction is split
- *     into pieces fixed by the problem (channels, images, fixed-size chunks),
- *     each summed sequentially, and the pieces are combined in index order.
- *     GEMMs are cut into fixed blocks of output columns, each one serial BLAS
- *     call (OpenBLAS's threaded GEMM rounds differently from its serial
- *     one), and column tiles are added in order, so with the same scratch
- *     size the bits are the same. Per-channel and loss sums are in double.
+ *   - The same thread count gives the same bits: every reduction is split
+ *     into pieces fixed by the problem, the scratch size and the thread
+ *     count, each summed sequentially, and the pieces are combined in index
+ *     order. Per-channel and loss sums are in double and split by channel or
+ *     fixed-size chunks only; the convolution weight gradients are summed per
+ *     thread (tiles of whole images, see train_conv.c), so another thread
+ *     count rounds them differently.
  * The convolutions here are ungrouped (groups 1), as in the students.
  */
 #ifndef PKK_TRAIN_H
@@ -48,10 +48,12 @@ size_t pkk_conv2d_backward_scratch_floats(int cin, int kernel, int cols);
  *   dx      [cin][batch][h][w]          = conv2d^T(dy)   (accumulate: see above)
  *   dweight [cout][cin][kernel][kernel] += dy x im2col(x)^T
  *   dbias   [cout]                      += sum of dy over batch*ho*wo
- * Per output-column tile: im2col(x) -> dweight GEMM, then W^T dy -> col2im
+ * Per tile of whole images: im2col(x) -> dweight GEMM, then W^T dy -> col2im
  * into dx, reusing the same scratch. dx must not alias x or dy.
  * Returns 0, or -1 (error slot set, nothing written) when the scratch holds
- * no column.
+ * not one image's im2col (cin*kernel*kernel*ho*wo floats; each thread uses
+ * such a slice, so threads x that much lets all threads work) or partial
+ * sums cannot be allocated.
  */
 int pkk_conv2d_backward(const float *x, int cin, int batch, int h, int w,
                         const float *weight, int cout, int kernel, int stride, int pad,
@@ -72,10 +74,11 @@ size_t pkk_conv_transpose2d_backward_scratch_floats(int cout, int kernel, int co
  *           transposed convolution is the adjoint of that strided convolution
  *   dweight [cin][cout][kernel][kernel] += x im2col(dy)^T
  *   dbias   [cout]                      += sum of dy
- * Per input-column tile one im2col of dy serves both GEMMs.
+ * Per tile of whole images one im2col of dy serves both GEMMs.
  * output_padding must be smaller than stride (as PyTorch requires).
  * Returns 0, or -1 (error slot set, nothing written) when the scratch holds
- * no column.
+ * not one image's im2col (cout*kernel*kernel*h*w floats) or partial sums
+ * cannot be allocated.
  */
 int pkk_conv_transpose2d_backward(const float *x, int cin, int batch, int h, int w,
                                   const float *weight, int cout, int kernel, int stride,
