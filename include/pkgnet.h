@@ -366,6 +366,239 @@ pkgnet_status pkgnet_stream_frame_scores(pkgnet_stream *stream, pkgnet_frame_sco
 pkgnet_status pkgnet_stream_skipped(pkgnet_stream *stream, pkgnet_box *boxes, int32_t *problems,
                                     size_t capacity, size_t *count);
 
+/* ------------------------------------------------------------------------
+ * Training (docs/training.md)
+ *
+ * A trainer fits a new student to object cubes of normal footage (built with
+ * pkgnet_make_cubes from frames and boxes) against a frozen teacher from a
+ * teacher file (python -m pkgnet.convert teacher), epoch by epoch, then writes
+ * a model file whose score statistics are calibrated on the same cubes.
+ *
+ *     pkgnet_train_options options;
+ *     pkgnet_train_options_init(&options);
+ *     options.pairs = "d8:layer3,d16:layer2";
+ *     options.epochs = 8;
+ *     pkgnet_trainer *trainer = NULL;
+ *     if (pkgnet_trainer_create("resnet20.teacher.safetensors", cubes, n, 3, &options, &trainer) != PKGNET_OK) ...
+ *     for (int e = 0; e < options.epochs; e++) {
+ *         pkgnet_epoch_report report;
+ *         pkgnet_trainer_run_epoch(trainer, NULL, NULL, &report);
+ *         pkgnet_trainer_save_checkpoint(trainer, "model.ckpt");
+ *     }
+ *     pkgnet_trainer_write_model(trainer, "model.safetensors", 1);
+ *     pkgnet_trainer_free(trainer);
+ *
+ * Threads: one thread at a time per trainer (a concurrent call returns
+ * PKGNET_ERR_BUSY); separate trainers are independent. The same seed and
+ * thread count give the same model.
+ * ------------------------------------------------------------------------ */
+
+typedef struct pkgnet_trainer pkgnet_trainer;
+
+/* Training settings; pkgnet_train_options_init fills the published defaults. */
+typedef struct pkgnet_train_options {
+    int k;                        /* student downsampling: 2 (maxpool) or 1 (strided conv); 2 */
+    int width;                    /* student base width w; 16 */
+    const char *pairs;            /* "student:teacher,..." e.g. "d8:layer3,d16:layer2"; NULL = the
+                                     published pairs of a torchvision ResNet teacher */
+    int epochs;                   /* 120 */
+    int batch_size;               /* cubes per Adam step; 128 */
+    double learning_rate;         /* Adam; 1e-4 */
+    int milestone_epoch;          /* the rate is multiplied by learning_rate_decay after this many epochs; 60 */
+    double learning_rate_decay;   /* 0.8 */
+    float loss_weights[3];        /* lambda_e (MSE), lambda_g (gradient loss), lambda_c (distillation); 0.8, 0.1, 0.2 */
+    double gradient_power;        /* exponent of the gradient loss; 3 */
+    int gradient_loss_paper;      /* 0: |dx(t) - dx(p)| as published; 1: ||dx(t)| - |dx(p)|| (paper eq. 2) */
+    int batch_statistics;         /* 0: BatchNorm with fixed (0, 1) statistics as published; 1: batch statistics */
+    uint64_t seed;                /* initial weights and shuffles; 0 */
+    int threads;                  /* 0 = default */
+    int top_k;                    /* frame scoring written into the model; 3 */
+    int median_window;            /* 19 */
+    const char *scene;            /* "ped2", "avenue" or "shanghaitech"; NULL = "ped2" */
+    const float *score_weights;   /* [1 + pairs] weights of eq. 8, NULL = 0.01, 0.65, 0.35 for two pairs, else 1 */
+    size_t score_weight_count;
+    int input_channel_order;      /* channel order of the cubes: 0 = BGR, 1 = RGB */
+    size_t teacher_cache_bytes;   /* teacher features of all cubes are kept when they fit; 2 GiB */
+    void *reserved[8];            /* set to NULL (pkgnet_train_options_init does) */
+} pkgnet_train_options;
+
+/* One finished epoch: means over its steps. */
+typedef struct pkgnet_epoch_report {
+    int epoch;                    /* 1-based */
+    double loss;                  /* the weighted total */
+    double prediction_loss;       /* MSE */
+    double gradient_loss;
+    double distillation_loss;     /* mean over pairs of the mean 1 - cos */
+    double learning_rate;
+    double seconds;
+    double reserved[4];
+} pkgnet_epoch_report;
+
+/* Called after every step (and while teacher features are computed, with
+ * epoch 0): steps done of the epoch's total, the epoch's mean loss so far
+ * (NaN before the first step). Runs on the calling thread. */
+typedef void (*pkgnet_train_progress)(void *user, int epoch, int done, int total, double loss);
+
+/* Fills the defaults above. NULL is accepted. */
+void pkgnet_train_options_init(pkgnet_train_options *options);
+
+/*
+ * Creates a trainer on n cubes, uint8 [n][5][32][32][channels] (HWC frames
+ * oldest first, channels 1 or 3), copied. options NULL = the defaults.
+ * Returns PKGNET_OK and sets *trainer; PKGNET_ERR_INVALID_ARGUMENT (NULL
+ * pointers, n = 0, bad options or pairs), PKGNET_ERR_IO / _FORMAT /
+ * _UNSUPPORTED for the teacher file, PKGNET_ERR_MODEL_MISMATCH for pairs
+ * the teacher cannot serve (unknown block, different map size).
+ */
+pkgnet_status pkgnet_trainer_create(const char *teacher_path, const uint8_t *cubes, size_t n, int channels,
+                                    const pkgnet_train_options *options, pkgnet_trainer **trainer);
+
+/* Releases a trainer. NULL is accepted. */
+void pkgnet_trainer_free(pkgnet_trainer *trainer);
+
+/*
+ * Runs the next epoch (progress may be NULL; report may be NULL). A NaN or
+ * exploding loss returns PKGNET_ERR_INTERNAL with a message; the trainer is
+ * then unusable, and checkpoints written before stay valid.
+ */
+pkgnet_status pkgnet_trainer_run_epoch(pkgnet_trainer *trainer, pkgnet_train_progress progress, void *user,
+                                       pkgnet_epoch_report *report);
+
+/* Epochs completed so far (after a resume: the checkpoint's); -1 for NULL. */
+int pkgnet_trainer_epochs_done(const pkgnet_trainer *trainer);
+
+/* Writes the student, Adam's moments and the position in the run to path
+ * (atomically: the previous file stays until the new one is whole). */
+pkgnet_status pkgnet_trainer_save_checkpoint(pkgnet_trainer *trainer, const char *path);
+
+/* Continues from a checkpoint written by a trainer with the same settings
+ * and cubes; PKGNET_ERR_INVALID_ARGUMENT names what differs. */
+pkgnet_status pkgnet_trainer_resume(pkgnet_trainer *trainer, const char *path);
+
+/* Writes the model file: calibrate nonzero computes mu and sigma of every
+ * score component over the training cubes (eq. 8); 0 writes mu 0, sigma 1. */
+pkgnet_status pkgnet_trainer_write_model(pkgnet_trainer *trainer, const char *path, int calibrate);
+
+/* ------------------------------------------------------------------------
+ * Built-in object detector: darknet YOLO models (docs/video-pipeline.md)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * A darknet-format YOLO network (a .cfg and its .weights, e.g. Yolo-Fastest
+ * 1.1) run by pkgnet's own kernels, plus the scratch memory of one forward
+ * pass. Layers: [convolutional] (groups, batch_normalize), [maxpool],
+ * [route] (groups, group_id), [shortcut], [upsample], [dropout], [yolo];
+ * activations linear, relu, leaky, relu6, logistic. Frames are resized to
+ * the network input as cv2.dnn.blobFromImage(frame, 1/255, size,
+ * swapRB=True, crop=False) does (a plain INTER_LINEAR resize, no letterbox),
+ * and decoded as OpenCV's darknet importer does.
+ *
+ * Threads: a detector is used by one thread at a time (a concurrent call
+ * returns PKGNET_ERR_BUSY); load one per thread. A stream given a detector
+ * (pkgnet_stream_set_detector) shares its network but not its scratch, so
+ * the detector stays free for other calls, and any number of streams may
+ * share one.
+ */
+typedef struct pkgnet_detector pkgnet_detector;
+
+/* What a loaded detector is. */
+typedef struct pkgnet_detector_info {
+    int input_width;          /* network input ([net] width and height) */
+    int input_height;
+    int classes;              /* classes of the [yolo] heads (coco.names order for COCO models) */
+    int heads;                /* [yolo] layers */
+    int layers;               /* layer sections of the cfg */
+    size_t parameters;        /* floats read from the .weights file */
+    void *reserved[8];        /* room for later fields without an ABI break; set to NULL */
+} pkgnet_detector_info;
+
+/* What a detection keeps; pkgnet_detector_options_init fills the defaults. */
+typedef struct pkgnet_detector_options {
+    float confidence;         /* keep objects whose objectness * class probability > this; default 0.25 */
+    float nms_threshold;      /* drop a box whose IoU with a more confident box of its class exceeds this;
+                                 default 0.45, 1 = no suppression */
+    const int32_t *classes;   /* class indices that may be reported (NULL: all); each cell and anchor
+                                 reports its most confident class among these; copied by the calls */
+    size_t n_classes;         /* entries at `classes` (0 when it is NULL) */
+    int threads;              /* threads of the forward pass, 0..1024, 0 = default */
+    void *reserved[8];        /* set to NULL (pkgnet_detector_options_init does) */
+} pkgnet_detector_options;
+
+/* One detected object. */
+typedef struct pkgnet_detected_object {
+    pkgnet_box box;           /* pixels of the frame, clipped to it */
+    float confidence;         /* objectness * class probability */
+    int32_t class_id;         /* index into the model's class list */
+} pkgnet_detected_object;
+
+/* Fills the defaults (confidence 0.25, NMS 0.45, all classes, default threads). NULL is accepted. */
+void pkgnet_detector_options_init(pkgnet_detector_options *options);
+
+/*
+ * Loads a detector from a darknet .cfg and its .weights file. Every
+ * problem is reported, never a crash: PKGNET_ERR_IO (a file cannot be
+ * read), PKGNET_ERR_FORMAT (a malformed cfg line, an out-of-range or
+ * missing value, a bad layer index, a bad weights header, non-finite
+ * weights; the message names the file, line and layer),
+ * PKGNET_ERR_UNSUPPORTED (a layer type, activation or option pkgnet does
+ * not run), PKGNET_ERR_MODEL_MISMATCH (the .weights size does not fit the
+ * cfg: truncated, or another model's; the message names the layer),
+ * PKGNET_ERR_OUT_OF_MEMORY, PKGNET_ERR_BACKEND, PKGNET_ERR_INVALID_ARGUMENT
+ * (NULL pointers). Sets *detector, or NULL on error.
+ */
+pkgnet_status pkgnet_detector_load(const char *cfg_path, const char *weights_path, pkgnet_detector **detector);
+
+/* Releases a detector (streams keep its network alive). NULL is accepted. */
+void pkgnet_detector_free(pkgnet_detector *detector);
+
+/* Describes a detector. Returns PKGNET_OK, or PKGNET_ERR_INVALID_ARGUMENT for NULL. */
+pkgnet_status pkgnet_detector_get_info(const pkgnet_detector *detector, pkgnet_detector_info *info);
+
+/*
+ * Detects the objects of a frame (any size; grey frames are read as their
+ * BGR conversion). Candidates are decoded from every head, kept when their
+ * confidence exceeds options->confidence, suppressed per class (greedy NMS
+ * on the unclipped boxes, IoU of boxes with area w*h) and clipped to the
+ * frame. Writes min(found, capacity) objects, highest confidence first, and
+ * sets *count to the number found (objects may be NULL when capacity is 0).
+ * options NULL = the defaults.
+ * Returns PKGNET_OK; PKGNET_ERR_INVALID_ARGUMENT for NULL pointers, a bad
+ * frame or bad options (out-of-range thresholds or class indices, an empty
+ * class list); PKGNET_ERR_BUSY; PKGNET_ERR_OUT_OF_MEMORY.
+ */
+pkgnet_status pkgnet_detector_detect(pkgnet_detector *detector, const pkgnet_frame *frame,
+                                     const pkgnet_detector_options *options,
+                                     pkgnet_detected_object *objects, size_t capacity, size_t *count);
+
+/*
+ * For checking a model against another darknet runtime: runs the network on
+ * a frame and writes the raw input of its head-th [yolo] layer (0 = the
+ * first in the cfg), float [channels][height][width] before any logistic,
+ * channel a*(5+classes)+k holding anchor a's tx, ty, tw, th, objectness,
+ * class 0, ... Sets shape[0..2] to channels, height, width and *count to
+ * their product; writes min(count, capacity) floats (outputs may be NULL
+ * when capacity is 0). threads: 0..1024, 0 = default.
+ * Returns PKGNET_OK; PKGNET_ERR_INVALID_ARGUMENT (NULL pointers, a bad
+ * frame, head or thread count); PKGNET_ERR_BUSY; PKGNET_ERR_OUT_OF_MEMORY.
+ */
+pkgnet_status pkgnet_detector_raw_output(pkgnet_detector *detector, const pkgnet_frame *frame, int head,
+                                         int threads, float *outputs, size_t capacity, size_t *count,
+                                         int shape[3]);
+
+/*
+ * Gives a stream a detector: from its next push on, every frame is run
+ * through it and the objects found join the detections passed to
+ * pkgnet_stream_push, before the scene's filter (confidence, area,
+ * overlap) and the motion proposals. detector NULL removes it. The stream
+ * keeps the detector's network alive and runs it in its own scratch memory;
+ * options NULL = the defaults (the class list is copied).
+ * Returns PKGNET_OK; PKGNET_ERR_INVALID_ARGUMENT (NULL stream, bad
+ * options); PKGNET_ERR_BUSY while the stream is pushed;
+ * PKGNET_ERR_OUT_OF_MEMORY.
+ */
+pkgnet_status pkgnet_stream_set_detector(pkgnet_stream *stream, const pkgnet_detector *detector,
+                                         const pkgnet_detector_options *options);
+
 #ifdef __cplusplus
 }
 #endif

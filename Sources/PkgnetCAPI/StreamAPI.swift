@@ -18,7 +18,7 @@ final class StreamHandle {
     }
 }
 
-private func streamHandle(_ pointer: OpaquePointer?) -> StreamHandle? {
+func streamHandle(_ pointer: OpaquePointer?) -> StreamHandle? {
     pointer.map { Unmanaged<StreamHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
 }
 

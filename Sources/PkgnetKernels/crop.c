@@ -37,18 +37,11 @@ typedef struct {
     int w0[CROP], w1[CROP]; /* fixed-point weights, scale 2048 */
 } axis_table;
 
-/* OpenCV's saturate_cast<short>(float): round half to even. */
-static int round_coef(float v)
+void pkk_linear_resize_axis(int n, int d, int clamp_weights, int *i0, int *i1, int *w0, int *w1)
 {
-    return (int)lrintf(v);
-}
-
-/* clamp_weights: the horizontal axis (OpenCV clamps fx there), not the vertical. */
-static void make_axis(axis_table *t, int n, int clamp_weights)
-{
-    const double scale = 1.0 / ((double)CROP / (double)n);
-    for (int d = 0; d < CROP; d++) {
-        float f = (float)((d + 0.5) * scale - 0.5);
+    const double scale = 1.0 / ((double)d / (double)n);
+    for (int k = 0; k < d; k++) {
+        float f = (float)((k + 0.5) * scale - 0.5);
         int s = (int)floorf(f);
         f -= (float)s;
         if (clamp_weights) {
@@ -61,13 +54,18 @@ static void make_axis(axis_table *t, int n, int clamp_weights)
                 f = 0.0f;
             }
         }
-        int s0 = s < 0 ? 0 : (s > n - 1 ? n - 1 : s);
-        int s1 = s + 1 < 0 ? 0 : (s + 1 > n - 1 ? n - 1 : s + 1);
-        t->i0[d] = s0;
-        t->i1[d] = s1;
-        t->w0[d] = round_coef((1.0f - f) * (float)COEF_SCALE);
-        t->w1[d] = round_coef(f * (float)COEF_SCALE);
+        i0[k] = s < 0 ? 0 : (s > n - 1 ? n - 1 : s);
+        i1[k] = s + 1 < 0 ? 0 : (s + 1 > n - 1 ? n - 1 : s + 1);
+        /* saturate_cast<short>(float) rounds half to even, as lrintf does. */
+        w0[k] = (int)lrintf((1.0f - f) * (float)COEF_SCALE);
+        w1[k] = (int)lrintf(f * (float)COEF_SCALE);
     }
+}
+
+/* clamp_weights: the horizontal axis (OpenCV clamps fx there), not the vertical. */
+static void make_axis(axis_table *t, int n, int clamp_weights)
+{
+    pkk_linear_resize_axis(n, CROP, clamp_weights, t->i0, t->i1, t->w0, t->w1);
 }
 
 typedef struct {

@@ -39,4 +39,10 @@ int pkk_run_threads(long n, size_t work);
 void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int kernel, int stride,
                        int pad, size_t c0, int tn, float *col);
 
+/* OpenCV INTER_LINEAR sample positions and fixed-point weights (scale 2048)
+ * of one axis resized from n to d pixels (crop.c): output k reads sources
+ * i0[k], i1[k] (inside [0, n)) with weights w0[k], w1[k]. clamp_weights: the
+ * horizontal axis, where OpenCV also clamps the weights at the borders. */
+void pkk_linear_resize_axis(int n, int d, int clamp_weights, int *i0, int *i1, int *w0, int *w1);
+
 #endif /* PKK_INTERNAL_H */

@@ -218,6 +218,125 @@ static void test_video(const char *model_path) {
     pkgnet_stream_free(stream);
 }
 
+static void test_detector(const char *model_path);
+
+/* ---- training ---- */
+
+struct train_busy_ctx {
+    pkgnet_trainer *trainer;
+    int ok, busy, other;
+};
+
+static void *train_busy_worker(void *arg) {
+    struct train_busy_ctx *c = arg;
+    for (int i = 0; i < 6; i++) {
+        pkgnet_status st = pkgnet_trainer_run_epoch(c->trainer, NULL, NULL, NULL);
+        if (st == PKGNET_OK)
+            __atomic_add_fetch(&c->ok, 1, __ATOMIC_RELAXED);
+        else if (st == PKGNET_ERR_BUSY)
+            __atomic_add_fetch(&c->busy, 1, __ATOMIC_RELAXED);
+        else
+            __atomic_add_fetch(&c->other, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+/* The trainer's contracts. With $PKGNET_TEST_TEACHER naming a resnet20 teacher
+ * file (bindings/python/tests/test_train_reference.py sets it), also those of a
+ * live trainer; without it only what needs none. Writes no files. */
+static void test_training(const char *model_path) {
+    pkgnet_train_options o;
+    memset(&o, 0xAB, sizeof o);
+    pkgnet_train_options_init(&o);
+    CHECK(o.k == 2 && o.width == 16 && o.epochs == 120 && o.batch_size == 128 && o.milestone_epoch == 60,
+          "defaults k %d width %d epochs %d batch %d milestone %d", o.k, o.width, o.epochs, o.batch_size,
+          o.milestone_epoch);
+    CHECK(o.learning_rate == 1e-4 && o.learning_rate_decay == 0.8 && o.gradient_power == 3.0,
+          "defaults lr %g decay %g power %g", o.learning_rate, o.learning_rate_decay, o.gradient_power);
+    CHECK(o.loss_weights[0] == 0.8f && o.loss_weights[1] == 0.1f && o.loss_weights[2] == 0.2f,
+          "default loss weights %g %g %g", o.loss_weights[0], o.loss_weights[1], o.loss_weights[2]);
+    CHECK(o.gradient_loss_paper == 0 && o.batch_statistics == 0 && o.seed == 0 && o.threads == 0 &&
+              o.top_k == 3 && o.median_window == 19 && o.input_channel_order == 0,
+          "defaults paper %d batch %d seed %llu threads %d top_k %d median %d order %d", o.gradient_loss_paper,
+          o.batch_statistics, (unsigned long long)o.seed, o.threads, o.top_k, o.median_window,
+          o.input_channel_order);
+    CHECK(o.pairs == NULL && o.scene == NULL && o.score_weights == NULL && o.score_weight_count == 0,
+          "default pairs, scene or score weights not NULL/0");
+    CHECK(o.teacher_cache_bytes == (size_t)2 << 30, "default teacher cache %zu", o.teacher_cache_bytes);
+    int reserved_null = 1;
+    for (int i = 0; i < 8; i++)
+        reserved_null &= o.reserved[i] == NULL;
+    CHECK(reserved_null, "pkgnet_train_options_init left reserved[] non-NULL");
+    pkgnet_train_options_init(NULL);
+    pkgnet_trainer_free(NULL);
+    CHECK(pkgnet_trainer_epochs_done(NULL) == -1, "epochs_done(NULL) = %d", pkgnet_trainer_epochs_done(NULL));
+
+    enum { TN = 4 };
+    const size_t cube_bytes = (size_t)CUBE_PIXELS * 3;
+    uint8_t *cubes = malloc(TN * cube_bytes);
+    make_cubes(cubes, TN * cube_bytes, 21);
+    pkgnet_epoch_report report;
+    static char sentinel;
+    pkgnet_trainer *t = (pkgnet_trainer *)&sentinel; /* not NULL: a failed create must clear it */
+    CHECK_STATUS(pkgnet_trainer_create(model_path, cubes, TN, 3, &o, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_trainer_create(NULL, cubes, TN, 3, &o, &t), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK(t == NULL, "*trainer not NULL after a failed create");
+    CHECK_STATUS(pkgnet_trainer_create(model_path, NULL, TN, 3, &o, &t), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_trainer_create(model_path, cubes, 0, 3, &o, &t), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_trainer_create(model_path, cubes, TN, 2, &o, &t), PKGNET_ERR_INVALID_ARGUMENT);
+    o.k = 3;
+    CHECK_STATUS(pkgnet_trainer_create(model_path, cubes, TN, 3, &o, &t), PKGNET_ERR_INVALID_ARGUMENT);
+    pkgnet_train_options_init(&o);
+    o.pairs = "d8";
+    CHECK_STATUS(pkgnet_trainer_create(model_path, cubes, TN, 3, &o, &t), PKGNET_ERR_INVALID_ARGUMENT);
+    /* A model file holds a teacher but is not a teacher file. */
+    CHECK_STATUS(pkgnet_trainer_create(model_path, cubes, TN, 3, NULL, &t), PKGNET_ERR_FORMAT);
+    CHECK(t == NULL, "*trainer not NULL after a failed create");
+    CHECK_STATUS(pkgnet_trainer_run_epoch(NULL, NULL, NULL, &report), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_trainer_save_checkpoint(NULL, "x.ckpt"), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_trainer_resume(NULL, "x.ckpt"), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_trainer_write_model(NULL, "x.safetensors", 1), PKGNET_ERR_INVALID_ARGUMENT);
+
+    const char *teacher = getenv("PKGNET_TEST_TEACHER");
+    if (teacher != NULL && teacher[0] != '\0') {
+        pkgnet_train_options_init(&o);
+        o.pairs = "d8:layer3";
+        o.batch_size = TN;
+        o.epochs = 1000;
+        o.threads = 1;
+        CHECK_STATUS(pkgnet_trainer_create(teacher, cubes, TN, 3, &o, &t), PKGNET_OK);
+        if (t != NULL) {
+            CHECK(pkgnet_trainer_epochs_done(t) == 0, "epochs_done = %d before training", pkgnet_trainer_epochs_done(t));
+            CHECK_STATUS(pkgnet_trainer_run_epoch(t, NULL, NULL, NULL), PKGNET_OK);
+            memset(&report, 0, sizeof report);
+            CHECK_STATUS(pkgnet_trainer_run_epoch(t, NULL, NULL, &report), PKGNET_OK);
+            CHECK(report.epoch == 2 && pkgnet_trainer_epochs_done(t) == 2 && isfinite(report.loss) &&
+                      report.loss > 0 && report.learning_rate == 1e-4,
+                  "report epoch %d loss %g lr %g, epochs_done %d", report.epoch, report.loss, report.learning_rate,
+                  pkgnet_trainer_epochs_done(t));
+            CHECK_STATUS(pkgnet_trainer_save_checkpoint(t, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+            CHECK_STATUS(pkgnet_trainer_resume(t, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+            CHECK_STATUS(pkgnet_trainer_write_model(t, NULL, 0), PKGNET_ERR_INVALID_ARGUMENT);
+            CHECK_STATUS(pkgnet_trainer_resume(t, "/nonexistent/pkgnet.ckpt"), PKGNET_ERR_IO);
+            CHECK_STATUS(pkgnet_trainer_write_model(t, "/nonexistent/pkgnet.safetensors", 0), PKGNET_ERR_IO);
+
+            /* Two threads on one trainer: each call either runs or is refused as busy. */
+            struct train_busy_ctx ctx = {t, 0, 0, 0};
+            pthread_t t1, t2;
+            pthread_create(&t1, NULL, train_busy_worker, &ctx);
+            pthread_create(&t2, NULL, train_busy_worker, &ctx);
+            pthread_join(t1, NULL);
+            pthread_join(t2, NULL);
+            CHECK(ctx.other == 0, "%d concurrent epochs failed with neither OK nor BUSY", ctx.other);
+            CHECK(ctx.ok > 0 && pkgnet_trainer_epochs_done(t) == 2 + ctx.ok, "%d epochs ran, epochs_done %d",
+                  ctx.ok, pkgnet_trainer_epochs_done(t));
+            printf("note: concurrent epochs on one trainer: %d ok, %d busy\n", ctx.ok, ctx.busy);
+            pkgnet_trainer_free(t);
+        }
+    }
+    free(cubes);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s MODEL.safetensors\n", argv[0]);
@@ -549,7 +668,182 @@ int main(int argc, char **argv) {
         free(imap[j]);
 
     test_video(model_path);
+    test_training(model_path);
+    test_detector(model_path);
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
+}
+
+/* ---- the built-in detector (pkgnet_detector_*) ---- */
+
+/* A 2-layer darknet network: a 3x3 stride-4 convolution to 14 channels and
+ * a [yolo] head of 2 anchors x (5 + 2 classes) on an 8x8 grid. */
+static const char detector_cfg[] =
+    "[net]\nwidth=32\nheight=32\nchannels=3\n\n"
+    "[convolutional]\nfilters=14\nsize=3\nstride=4\npad=1\nactivation=leaky\n\n"
+    "[yolo]\nmask=0,1\nanchors=6,8,14,12\nclasses=2\n";
+#define DETECTOR_FLOATS (14 + 14 * 27)
+
+static void test_detector(const char *model_path) {
+    pkgnet_detector_free(NULL);
+    pkgnet_detector_options_init(NULL);
+
+    unsigned char weights[20 + 4 * DETECTOR_FLOATS];
+    const int32_t version[3] = {0, 2, 5};
+    memset(weights, 0, sizeof weights);
+    memcpy(weights, version, sizeof version);
+    uint32_t x = 12345;
+    for (int i = 0; i < DETECTOR_FLOATS; i++) {
+        x = x * 1664525u + 1013904223u;
+        float v = ((float)(x >> 8) / 16777216.0f - 0.5f) * 0.6f;
+        memcpy(weights + 20 + 4 * i, &v, 4);
+    }
+    /* Confident objects: biases of 3 on both anchors' objectness and class channels. */
+    const int confident[6] = {4, 5, 6, 11, 12, 13};
+    const float three = 3.0f;
+    for (int i = 0; i < 6; i++) memcpy(weights + 20 + 4 * confident[i], &three, 4);
+    char cfg_path[4096], weights_path[4096], bad_path[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s", temp_file(detector_cfg, strlen(detector_cfg)));
+    snprintf(weights_path, sizeof weights_path, "%s", temp_file(weights, sizeof weights));
+
+    /* Loading errors: a status and a message naming the file and what is wrong. */
+    pkgnet_detector *detector = (pkgnet_detector *)1;
+    CHECK_STATUS(pkgnet_detector_load(NULL, weights_path, &detector), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK(detector == NULL, "*detector not NULL after a failed load");
+    CHECK_STATUS(pkgnet_detector_load(cfg_path, weights_path, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_detector_load("/nonexistent/net.cfg", weights_path, &detector), PKGNET_ERR_IO);
+    CHECK(strstr(pkgnet_last_error(), "/nonexistent/net.cfg") != NULL, "message: %s", pkgnet_last_error());
+    {
+        char region[512];
+        snprintf(region, sizeof region, "%s\n[region]\nclasses=2\n", detector_cfg);
+        snprintf(bad_path, sizeof bad_path, "%s", temp_file(region, strlen(region)));
+        CHECK_STATUS(pkgnet_detector_load(bad_path, weights_path, &detector), PKGNET_ERR_UNSUPPORTED);
+        const char *msg = pkgnet_last_error();
+        CHECK(strstr(msg, bad_path) && strstr(msg, ":18:") && strstr(msg, "layer 2 [region]"), "message: %s", msg);
+        unlink(bad_path);
+        snprintf(bad_path, sizeof bad_path, "%s", temp_file(weights, sizeof weights - 6));
+        CHECK_STATUS(pkgnet_detector_load(cfg_path, bad_path, &detector), PKGNET_ERR_MODEL_MISMATCH);
+        msg = pkgnet_last_error();
+        CHECK(strstr(msg, bad_path) && strstr(msg, "layer 0 [convolutional]"), "message: %s", msg);
+        unlink(bad_path);
+        snprintf(bad_path, sizeof bad_path, "%s", temp_file("[net]\nwidth=32\n\x01\x02\n", 18));
+        CHECK_STATUS(pkgnet_detector_load(bad_path, weights_path, &detector), PKGNET_ERR_FORMAT);
+        unlink(bad_path);
+    }
+
+    CHECK_STATUS(pkgnet_detector_load(cfg_path, weights_path, &detector), PKGNET_OK);
+    unlink(cfg_path);
+    unlink(weights_path);
+    if (detector == NULL)
+        return;
+    pkgnet_detector_info info;
+    CHECK_STATUS(pkgnet_detector_get_info(NULL, &info), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_detector_get_info(detector, &info), PKGNET_OK);
+    CHECK(info.input_width == 32 && info.input_height == 32 && info.classes == 2 && info.heads == 1 &&
+              info.layers == 2 && info.parameters == DETECTOR_FLOATS,
+          "info %dx%d, %d classes, %d heads, %d layers, %zu parameters", info.input_width, info.input_height,
+          info.classes, info.heads, info.layers, info.parameters);
+
+    enum { W = 40, H = 30 };
+    static uint8_t pixels[H * W * 3];
+    for (size_t i = 0; i < sizeof pixels; i++) pixels[i] = (uint8_t)(i * 13 % 251);
+    pkgnet_frame frame = {pixels, W, H, W * 3, PKGNET_PIXEL_BGR};
+    pkgnet_detector_options options;
+    pkgnet_detector_options_init(&options);
+    CHECK(options.confidence == 0.25f && options.nms_threshold == 0.45f && options.classes == NULL &&
+              options.n_classes == 0 && options.threads == 0, "option defaults");
+
+    /* Every candidate: threshold 0, no suppression: 2 anchors x 8 x 8. */
+    options.confidence = 0;
+    options.nms_threshold = 1;
+    size_t count = 99;
+    pkgnet_detected_object objects[4];
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &options, NULL, 0, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_detector_detect(detector, NULL, &options, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &options, NULL, 4, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &options, NULL, 0, &count), PKGNET_OK);
+    CHECK(count == 128, "%zu candidates, want 128", count);
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &options, objects, 4, &count), PKGNET_OK);
+    CHECK(count == 128, "%zu candidates with a small buffer, want 128", count);
+    int ordered = 1, inside = 1;
+    for (int i = 0; i < 4; i++) {
+        ordered &= i == 0 || objects[i].confidence <= objects[i - 1].confidence;
+        inside &= objects[i].box.x1 >= 0 && objects[i].box.x2 <= W && objects[i].box.y1 >= 0 && objects[i].box.y2 <= H &&
+                  objects[i].class_id >= 0 && objects[i].class_id < 2;
+    }
+    CHECK(ordered && inside, "objects out of order or outside the frame");
+
+    /* Bad options. */
+    const int32_t wrong_class[1] = {2}, second_class[1] = {1};
+    pkgnet_detector_options bad = options;
+    bad.confidence = 2;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &bad, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    bad = options;
+    bad.nms_threshold = NAN;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &bad, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    bad = options;
+    bad.n_classes = 3;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &bad, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    bad.classes = wrong_class;
+    bad.n_classes = 1;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &bad, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    bad.n_classes = 0;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &bad, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    bad = options;
+    bad.threads = -1;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &bad, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+    pkgnet_frame broken = frame;
+    broken.stride = 3;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &broken, NULL, NULL, 0, &count), PKGNET_ERR_INVALID_ARGUMENT);
+
+    /* A class filter keeps every candidate, as that class. */
+    pkgnet_detector_options one = options;
+    one.classes = second_class;
+    one.n_classes = 1;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &one, objects, 4, &count), PKGNET_OK);
+    CHECK(count == 128 && objects[0].class_id == 1 && objects[3].class_id == 1, "class filter: %zu objects", count);
+
+    /* Raw head outputs. */
+    int shape[3] = {0, 0, 0};
+    static float raw[14 * 8 * 8];
+    CHECK_STATUS(pkgnet_detector_raw_output(detector, &frame, 1, 0, raw, 896, &count, shape), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_detector_raw_output(detector, &frame, 0, 0, raw, 896, &count, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(pkgnet_detector_raw_output(detector, &frame, 0, 0, NULL, 0, &count, shape), PKGNET_OK);
+    CHECK(count == 896 && shape[0] == 14 && shape[1] == 8 && shape[2] == 8, "raw output %zu floats, %dx%dx%d", count,
+          shape[0], shape[1], shape[2]);
+    CHECK_STATUS(pkgnet_detector_raw_output(detector, &frame, 0, 1, raw, 896, &count, shape), PKGNET_OK);
+    int finite = 1;
+    for (int i = 0; i < 896; i++) finite &= isfinite(raw[i]);
+    CHECK(finite, "raw output not finite");
+
+    /* Streams: the stream keeps the network; the detector may go first. */
+    CHECK_STATUS(pkgnet_stream_set_detector(NULL, detector, NULL), PKGNET_ERR_INVALID_ARGUMENT);
+    pkgnet_model *model = NULL;
+    CHECK_STATUS(pkgnet_model_load(model_path, &model), PKGNET_OK);
+    pkgnet_stream *stream = NULL;
+    pkgnet_stream_options stream_options;
+    pkgnet_stream_options_init(&stream_options);
+    stream_options.median_window = 1;
+    stream_options.scene = "shanghaitech"; /* its 8x8 minimum area keeps small boxes */
+    CHECK_STATUS(pkgnet_stream_create(model, &stream_options, &stream), PKGNET_OK);
+    pkgnet_model_free(model);
+    CHECK_STATUS(pkgnet_stream_set_detector(stream, detector, &bad), PKGNET_ERR_INVALID_ARGUMENT);
+    one.confidence = 0.5f;
+    one.nms_threshold = 0.45f;
+    CHECK_STATUS(pkgnet_stream_set_detector(stream, detector, &one), PKGNET_OK);
+    size_t expected = 0;
+    CHECK_STATUS(pkgnet_detector_detect(detector, &frame, &one, NULL, 0, &expected), PKGNET_OK);
+    pkgnet_detector_free(detector);
+    CHECK_STATUS(pkgnet_stream_push(stream, &frame, NULL, 0), PKGNET_OK);
+    size_t scored = 0, skipped = 0;
+    CHECK_STATUS(pkgnet_stream_objects(stream, NULL, 0, &scored), PKGNET_OK);
+    CHECK_STATUS(pkgnet_stream_skipped(stream, NULL, NULL, 0, &skipped), PKGNET_OK);
+    CHECK(expected > 0 && scored > 0 && scored + skipped <= expected,
+          "the detector found %zu objects, the stream scored %zu (skipped %zu)", expected, scored, skipped);
+    CHECK_STATUS(pkgnet_stream_set_detector(stream, NULL, NULL), PKGNET_OK);
+    CHECK_STATUS(pkgnet_stream_push(stream, &frame, NULL, 0), PKGNET_OK);
+    CHECK_STATUS(pkgnet_stream_objects(stream, NULL, 0, &scored), PKGNET_OK);
+    CHECK(scored == 0, "without its detector the stream scored %zu objects", scored);
+    pkgnet_stream_free(stream);
 }

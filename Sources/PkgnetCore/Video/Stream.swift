@@ -69,6 +69,8 @@ public final class Stream: @unchecked Sendable {
     public let useMotion: Bool
     private let session: Session
     private let busy = Atomic<Bool>(false)
+    /// Runs on every pushed frame when set (setDetector).
+    private var detector: (Detector, DetectorOptions)?
 
     /// Cubes built and scored per round: bounds scratch memory (about 15 KB a
     /// colour cube) however many boxes a frame has.
@@ -142,8 +144,9 @@ public final class Stream: @unchecked Sendable {
     }
 
     /// Pushes the clip's next frame with the detector's boxes for it (nil or
-    /// empty: no detections; the boxes go through filterDetections). The
-    /// frame is copied, so its memory may be reused after the call.
+    /// empty: no detections), joined by those of the stream's own detector
+    /// when it has one (setDetector); the boxes go through filterDetections.
+    /// The frame is copied, so its memory may be reused after the call.
     public func push(_ frame: FrameView, detections: [Detection]?) throws -> StreamStep {
         try exclusive {
             let t = framesPushed
@@ -159,7 +162,11 @@ public final class Stream: @unchecked Sendable {
             try reserveRing(for: incoming)
             copy(frame, into: slot(t, incoming), geometry: incoming)
 
-            let boxes = filterDetections(detections ?? [], frameWidth: frame.width, frameHeight: frame.height, settings: scene)
+            var all = detections ?? []
+            if let (detector, options) = detector {
+                all += try detector.detect(frame, options: options).map { Detection(box: $0.box, confidence: $0.confidence) }
+            }
+            let boxes = filterDetections(all, frameWidth: frame.width, frameHeight: frame.height, settings: scene)
             var step = StreamStep()
             if !useMotion {
                 step = try score(frame: t, detectorBoxes: boxes, next: t, geometry: incoming)
@@ -191,6 +198,16 @@ public final class Stream: @unchecked Sendable {
             startClip()
             return step
         }
+    }
+
+    /// Runs `detector` on every frame pushed from now on: its objects join
+    /// the push's detections, ahead of the scene's filter (nil: the caller's
+    /// detections only). The stream calls it from its pushes, so no other
+    /// thread may use this Detector (give each stream its own; they can share
+    /// one DarknetNetwork).
+    public func setDetector(_ detector: Detector?, options: DetectorOptions = DetectorOptions()) throws {
+        if let detector { try options.validate(classCount: detector.network.classes) }
+        try exclusive { self.detector = detector.map { ($0, options) } }
     }
 
     /// Drops the current clip without scoring what is pending.

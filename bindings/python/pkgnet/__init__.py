@@ -28,6 +28,7 @@ from .errors import (
 # calling version()/system_info() does.
 from .model import Model, ModelInfo, Scores, system_info, version
 from .video import Stream, StreamStep, cubes, motion_proposals
+from .detector import Detections, Detector, DetectorInfo
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,9 @@ __all__ = [
     "StreamStep",
     "cubes",
     "motion_proposals",
+    "Detector",
+    "DetectorInfo",
+    "Detections",
     "version",
     "system_info",
     "Error",
@@ -52,3 +56,8 @@ __all__ = [
     "BusyError",
     "InternalError",
 ]
+
+# Training; like the rest, importing it does not load libpkgnet.
+from .train import EpochReport, Trainer  # noqa: E402
+
+__all__ += ["Trainer", "EpochReport"]

@@ -273,3 +273,115 @@ def check(status: int) -> None:
     if not message:
         message = status_name(status)
     raise error_class(status)(message)
+
+
+# ---- built-in detector (pkgnet_detector_*; see detector.py) ----
+
+
+class DetectorInfo(Structure):
+    """pkgnet_detector_info."""
+
+    _fields_ = [
+        ("input_width", c_int),
+        ("input_height", c_int),
+        ("classes", c_int),
+        ("heads", c_int),
+        ("layers", c_int),
+        ("parameters", c_size_t),
+        ("reserved", c_void_p * 8),
+    ]
+
+
+class DetectorOptions(Structure):
+    """pkgnet_detector_options."""
+
+    _fields_ = [
+        ("confidence", c_float),
+        ("nms_threshold", c_float),
+        ("classes", POINTER(c_int32)),
+        ("n_classes", c_size_t),
+        ("threads", c_int),
+        ("reserved", c_void_p * 8),
+    ]
+
+
+class DetectedObject(Structure):
+    """pkgnet_detected_object."""
+
+    _fields_ = [("box", Box), ("confidence", c_float), ("class_id", c_int32)]
+
+
+_PROTOTYPES.update({
+    "pkgnet_detector_options_init": (None, [POINTER(DetectorOptions)]),
+    "pkgnet_detector_load": (c_int, [c_char_p, c_char_p, _HandleOut]),
+    "pkgnet_detector_free": (None, [_Handle]),
+    "pkgnet_detector_get_info": (c_int, [_Handle, POINTER(DetectorInfo)]),
+    "pkgnet_detector_detect": (c_int, [_Handle, POINTER(Frame), POINTER(DetectorOptions),
+                                       POINTER(DetectedObject), c_size_t, POINTER(c_size_t)]),
+    "pkgnet_detector_raw_output": (c_int, [_Handle, POINTER(Frame), c_int, c_int, _FloatPtr, c_size_t,
+                                           POINTER(c_size_t), POINTER(c_int)]),
+    "pkgnet_stream_set_detector": (c_int, [_Handle, _Handle, POINTER(DetectorOptions)]),
+})
+
+
+# ---- training (pkgnet_train*/pkgnet_trainer_*; see train.py) ----
+
+
+class TrainOptions(Structure):
+    """pkgnet_train_options, field for field."""
+
+    _fields_ = [
+        ("k", c_int),
+        ("width", c_int),
+        ("pairs", c_char_p),
+        ("epochs", c_int),
+        ("batch_size", c_int),
+        ("learning_rate", ctypes.c_double),
+        ("milestone_epoch", c_int),
+        ("learning_rate_decay", ctypes.c_double),
+        ("loss_weights", c_float * 3),
+        ("gradient_power", ctypes.c_double),
+        ("gradient_loss_paper", c_int),
+        ("batch_statistics", c_int),
+        ("seed", ctypes.c_uint64),
+        ("threads", c_int),
+        ("top_k", c_int),
+        ("median_window", c_int),
+        ("scene", c_char_p),
+        ("score_weights", _FloatPtr),
+        ("score_weight_count", c_size_t),
+        ("input_channel_order", c_int),
+        ("teacher_cache_bytes", c_size_t),
+        ("reserved", c_void_p * 8),
+    ]
+
+
+class EpochReport(Structure):
+    """pkgnet_epoch_report."""
+
+    _fields_ = [
+        ("epoch", c_int),
+        ("loss", ctypes.c_double),
+        ("prediction_loss", ctypes.c_double),
+        ("gradient_loss", ctypes.c_double),
+        ("distillation_loss", ctypes.c_double),
+        ("learning_rate", ctypes.c_double),
+        ("seconds", ctypes.c_double),
+        ("reserved", ctypes.c_double * 4),
+    ]
+
+
+# pkgnet_train_progress: (user, epoch, done, total, loss).
+TrainProgress = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int, c_int, ctypes.c_double)
+
+_PROTOTYPES.update({
+    "pkgnet_train_options_init": (None, [POINTER(TrainOptions)]),
+    "pkgnet_trainer_create": (c_int, [c_char_p, POINTER(c_uint8), c_size_t, c_int, POINTER(TrainOptions),
+                                      _HandleOut]),
+    "pkgnet_trainer_free": (None, [_Handle]),
+    "pkgnet_trainer_run_epoch": (c_int, [_Handle, TrainProgress, c_void_p, POINTER(EpochReport)]),
+    "pkgnet_trainer_epochs_done": (c_int, [_Handle]),
+    "pkgnet_trainer_save_checkpoint": (c_int, [_Handle, c_char_p]),
+    "pkgnet_trainer_resume": (c_int, [_Handle, c_char_p]),
+    "pkgnet_trainer_write_model": (c_int, [_Handle, c_char_p, c_int]),
+})

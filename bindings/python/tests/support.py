@@ -31,3 +31,15 @@ def need_shared(*parts):
         pytest.skip("shared data not found: %s (expected the 'shared' folder beside the repo "
                     "root, or set PKGNET_SHARED_DIR)" % path)
     return path
+
+
+def require_library():
+    """The library's version; skips (locally) or fails (in CI) when
+    libpkgnet.so is not built."""
+    import pkgnet
+    try:
+        return pkgnet.version()
+    except pkgnet.BackendError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"libpkgnet is required in CI: {exc}")
+        pytest.skip(f"libpkgnet not available (run `make build`): {exc}")

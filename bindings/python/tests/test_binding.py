@@ -18,6 +18,7 @@ import pytest
 import pkgnet
 from pkgnet import synthetic
 from reference import reference_scores
+from support import require_library
 
 TESTS = Path(__file__).resolve().parent
 BINDINGS = TESTS.parent
@@ -38,13 +39,7 @@ ARCH_WIDTH = {
 
 @pytest.fixture(scope="module", autouse=True)
 def native_library():
-    """Skips (locally) or fails (in CI) when libpkgnet.so is not built."""
-    try:
-        return pkgnet.version()
-    except pkgnet.BackendError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"libpkgnet is required in CI: {exc}")
-        pytest.skip(f"libpkgnet not available (run `make build`): {exc}")
+    return require_library()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pkgnet
 from pkgnet import convert, safetensors_io as sio, synthetic, torch_checkpoint as tc
 from pkgnet.errors import FileError, FormatError, InvalidArgumentError, ModelMismatchError
 from reference import Model as ReferenceModel, reference_scores, teacher_forward, teacher_input
-from support import BINDINGS, need_shared
+from support import BINDINGS, need_shared, require_library
 from test_binding import assert_matches_reference
 
 CIFAR_WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
@@ -24,13 +24,7 @@ IMAGENET = {"mean": convert.IMAGENET_MEAN, "std": convert.IMAGENET_STD}
 
 @pytest.fixture(scope="module")
 def native_library():
-    """Skips (locally) or fails (in CI) when libpkgnet.so is not built."""
-    try:
-        return pkgnet.version()
-    except pkgnet.BackendError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"libpkgnet is required in CI: {exc}")
-        pytest.skip(f"libpkgnet not available (run `make build`): {exc}")
+    return require_library()
 
 
 def _cifar_checkpoint(arch):
