@@ -5,7 +5,7 @@
 #                                   and the command-line tool .build/release/pkgnet
 #   make test                       deps, build, swift test, Python + C API tests
 #   make install PREFIX=/usr/local  library, header, pkg-config file and bin/pkgnet
-#   make demo                       score random cubes with a random model
+#   make demo [DATA=dir]            train and evaluate on a synthetic scene (or DATA)
 #   make clean
 
 PREFIX ?= /usr/local
@@ -98,8 +98,11 @@ ldconfig:
 	    if [ -n "$$system" ]; then echo ldconfig; ldconfig; fi; \
 	fi
 
+# The main job (examples/scripts/demo.sh): generate a synthetic scene, train
+# a model on its normal part, score its test part, print the AUROC and write
+# an HTML report. `make demo DATA=../shared/data/ped2` runs it on a real data set.
 demo: deps build
-	$(PYTHON) examples/python/score_cubes.py
+	DATA="$(DATA)" bash examples/scripts/demo.sh
 
 clean:
 	rm -rf .build

@@ -11,7 +11,7 @@ struct PkgnetCommand: ParsableCommand {
         commandName: "pkgnet",
         abstract: "PKG-Net video anomaly detection: score videos, inspect models.",
         version: "pkgnet \(PKGNET_VERSION_STRING)",
-        subcommands: [Eval.self, Info.self]
+        subcommands: [Eval.self, Train.self, Calibrate.self, Info.self, Synth.self, Detect.self]
     )
 }
 
@@ -61,8 +61,10 @@ struct Eval: ParsableCommand {
     @Option(help: ArgumentHelp("Write per-frame scores here (CSV).", valueName: "file.csv"))
     var scores: String?
 
-    @Option(help: ArgumentHelp("Boxes to score: the data set's (given), motion proposals (motion) or both (given+motion).", valueName: "source"))
+    @Option(help: ArgumentHelp("Boxes to score: the data set's (given), motion proposals (motion), both (given+motion), the built-in detector's (detector, see --detector-cfg) or those plus motion proposals (detector+motion).", valueName: "source"))
     var boxes: BoxSource = .given
+
+    @OptionGroup var detector: DetectorArguments
 
     @Option(help: ArgumentHelp("Scene preset for box filtering and motion proposals: ped2, avenue or shanghaitech (default: the model's).", valueName: "name"))
     var scene: String?
@@ -106,6 +108,12 @@ struct Eval: ParsableCommand {
             throw ValidationError("--videos names no video: '\(videos)'")
         }
         if progress && quiet { throw ValidationError("--progress and --quiet exclude each other") }
+        if boxes.usesDetector && detector.cfg == nil {
+            throw ValidationError("--boxes \(boxes.rawValue) needs --detector-cfg and --detector-weights")
+        }
+        if !boxes.usesDetector && detector.given {
+            throw ValidationError("the --detector-* options need --boxes detector or detector+motion")
+        }
     }
 
     private func parsedVideos(_ text: String) -> [String] {
@@ -126,11 +134,20 @@ struct Eval: ParsableCommand {
         if let topK { scoring.topK = topK }
         if let medianWindow { scoring.medianWindow = medianWindow }
         let style: ProgressReporter.Style = quiet ? .off : (progress || stderrIsTerminal ? .bar : .lines)
-        let settings = EvalSettings(
+        var settings = EvalSettings(
             modelPath: model, dataPath: data, videos: videos.map(parsedVideos), boxes: boxes,
             sceneName: sceneName, scene: SceneSettings.preset(named: sceneName) ?? config.sceneSettings,
             scoring: scoring, threads: threads, scoresPath: scores, reportPath: report,
             reportObjects: reportObjects, progress: style)
+        var detectorLine: String?
+        if boxes.usesDetector {
+            // One threshold for the detector and the scene's filter of its boxes.
+            let (network, options, names) = try detector.load(threads: threads, defaultThreshold: settings.scene.detectorConfidence)
+            settings.scene.detectorConfidence = options.confidence
+            settings.detector = (network, options)
+            let classes = options.classes.map { $0.map { names?[$0] ?? String($0) }.joined(separator: ",") } ?? "all classes"
+            detectorLine = "detector \(network.cfgName): \(network.input.width)x\(network.input.height), \(classes), confidence > \(options.confidence), NMS \(options.nmsThreshold)"
+        }
 
         let csv = try scores.map { try ScoreCSV(path: $0, pairs: config.pairCount) }
         let reportFile = try report.map { try OutputFile(path: $0) }
@@ -138,6 +155,7 @@ struct Eval: ParsableCommand {
         print("model  \(model): k=\(config.student.k), width \(config.student.width), teacher \(config.teacher.arch.rawValue), \(config.student.channels) channel\(config.student.channels == 1 ? "" : "s")")
         print("data   \(dataset.root): \(dataset.videos.count) video\(dataset.videos.count == 1 ? "" : "s"), \(dataset.totalFrames) frames")
         print("scene \(sceneName), boxes \(boxes.rawValue), top-k \(scoring.topK), median window \(scoring.medianWindow)")
+        if let detectorLine { print(detectorLine) }
         print("")
         print(padRight("video", 8) + padLeft("frames", 8) + padLeft("anomalous", 11) + padLeft("objects", 9) + padLeft("AUROC", 9))
         fflush(nil)
@@ -244,15 +262,14 @@ struct Info: ParsableCommand {
         let loaded = try loadModel(model)
         let c = loaded.config
         func list(_ values: [Float]) -> String { "[" + values.map { String($0) }.joined(separator: ", ") + "]" }
-        let pairNames = ["bottleneck vs teacher block2 (layer2)", "8x8 decoder feature vs teacher block1 (layer1)"]
         var lines: [(String, String)] = [
             ("model", model),
             ("format", "pkgnet model format \(ModelConfig.formatVersion)"),
             ("student", "k=\(c.student.k), width \(c.student.width), task \(c.student.task.rawValue), \(c.student.channels) channel\(c.student.channels == 1 ? "" : "s"), input \(c.inputChannelOrder.rawValue)"),
-            ("teacher", "\(c.teacher.arch.rawValue), trained on \(c.teacher.channelOrder.rawValue), mean \(list(c.teacher.mean)), std \(list(c.teacher.std))"),
+            ("teacher", "\(c.teacher.arch.rawValue) (blocks \(c.teacher.arch.blockNames.joined(separator: ", "))), trained on \(c.teacher.channelOrder.rawValue), mean \(list(c.teacher.mean)), std \(list(c.teacher.std))"),
         ]
-        for (j, size) in loaded.pairSizes.enumerated() {
-            lines.append(("pair \(j + 1)", "\(j < pairNames.count ? pairNames[j] : "distilled pair"), \(size)x\(size)"))
+        for (j, (pair, size)) in zip(c.pairs, loaded.pairSizes).enumerated() {
+            lines.append(("pair \(j + 1)", "student \(pair.student) vs teacher \(pair.teacher), \(size)x\(size)"))
         }
         lines += [
             ("scoring", "weights \(list(c.scoring.weights)), mu \(list(c.scoring.mu)), sigma \(list(c.scoring.sigma)) over [e\((1...c.pairCount).map { ", c\($0)" }.joined())]"),

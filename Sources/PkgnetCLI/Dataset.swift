@@ -64,17 +64,17 @@ struct Dataset {
 
     var totalFrames: Int { videos.reduce(0) { $0 + $1.frameCount } }
 
-    /// Finds the videos under `directory` (DIR/testing, or DIR itself), keeping
+    /// Finds the videos under `directory` (DIR/<split>, or DIR itself), keeping
     /// only `only` (names as in frames/, "1" also matching "01") when given.
-    init(directory: String, only: [String]?) throws {
-        let candidates = [joinPath(directory, "testing"), directory]
+    init(directory: String, only: [String]?, split: String = "testing") throws {
+        let candidates = [joinPath(directory, split), directory]
         guard fileKind(directory) == .directory else {
             throw CLIError(fileKind(directory) == .missing
                 ? "data folder '\(directory)' does not exist"
                 : "data folder '\(directory)' is not a folder")
         }
         guard let root = candidates.first(where: { fileKind(joinPath($0, "frames")) == .directory }) else {
-            throw CLIError("no frames folder in '\(directory)': expected \(joinPath(directory, "testing/frames"))/<video>/<frame>.jpg (or \(joinPath(directory, "frames"))/<video>/)")
+            throw CLIError("no frames folder in '\(directory)': expected \(joinPath(directory, split + "/frames"))/<video>/<frame>.jpg (or \(joinPath(directory, "frames"))/<video>/)")
         }
         self.root = root
         let framesDir = joinPath(root, "frames")
@@ -242,9 +242,7 @@ extension Substring {
 
 extension VideoEntry {
     /// Reads and checks labels (one 0/1 per frame, each frame once) and,
-    /// when `boxes` is set, the box file (any number of rows per frame,
-    /// frame indices inside the video, finite coordinates, optional
-    /// confidence in [0, 1], default 1).
+    /// when `boxes` is set, the box file (readBoxes).
     func readAnnotations(boxes: Bool) throws -> VideoAnnotations {
         let n = frameCount
         switch fileKind(labelsPath) {
@@ -270,29 +268,35 @@ extension VideoEntry {
         // n rows, each frame at most once: every frame has exactly one label.
         let checkedLabels = labels.map { $0 ?? false }
 
+        return VideoAnnotations(labels: checkedLabels, detections: boxes ? try readBoxes() : [[Detection]](repeating: [], count: n))
+    }
+
+    /// Reads and checks the box file: any number of rows per frame, frame
+    /// indices inside the video, finite coordinates, optional confidence in
+    /// [0, 1] (default 1). detections[t] are frame t's boxes.
+    func readBoxes() throws -> [[Detection]] {
+        let n = frameCount
         var detections = [[Detection]](repeating: [], count: n)
-        if boxes {
-            switch fileKind(boxesPath) {
-            case .file: break
-            case .missing: throw CLIError("boxes of video \(name) not found: \(boxesPath) ('frame,x1,y1,x2,y2' rows; use --boxes motion to score without given boxes)")
-            default: throw CLIError("boxes of video \(name): '\(boxesPath)' is not a file")
-            }
-            let table = try CSVTable(path: boxesPath)
-            let c = try table.columns(["frame", "x1", "y1", "x2", "y2"], optional: ["confidence"])
-            for row in table.rows {
-                let frame = try table.frameIndex(row, c["frame"] ?? 0, count: n, video: self)
-                let box = Box(x1: try table.number(row, c["x1"] ?? 1, "x1"), y1: try table.number(row, c["y1"] ?? 2, "y1"),
-                              x2: try table.number(row, c["x2"] ?? 3, "x2"), y2: try table.number(row, c["y2"] ?? 4, "y2"))
-                var confidence: Float = 1
-                if let column = c["confidence"], column >= 0, column < row.fields.count {
-                    confidence = try table.number(row, column, "confidence")
-                    guard (0...1).contains(confidence) else {
-                        throw table.fail(row, "confidence \(confidence) is outside [0, 1]")
-                    }
-                }
-                detections[frame].append(Detection(box: box, confidence: confidence))
-            }
+        switch fileKind(boxesPath) {
+        case .file: break
+        case .missing: throw CLIError("boxes of video \(name) not found: \(boxesPath) ('frame,x1,y1,x2,y2' rows; use --boxes motion to score without given boxes)")
+        default: throw CLIError("boxes of video \(name): '\(boxesPath)' is not a file")
         }
-        return VideoAnnotations(labels: checkedLabels, detections: detections)
+        let table = try CSVTable(path: boxesPath)
+        let c = try table.columns(["frame", "x1", "y1", "x2", "y2"], optional: ["confidence"])
+        for row in table.rows {
+            let frame = try table.frameIndex(row, c["frame"] ?? 0, count: n, video: self)
+            let box = Box(x1: try table.number(row, c["x1"] ?? 1, "x1"), y1: try table.number(row, c["y1"] ?? 2, "y1"),
+                          x2: try table.number(row, c["x2"] ?? 3, "x2"), y2: try table.number(row, c["y2"] ?? 4, "y2"))
+            var confidence: Float = 1
+            if let column = c["confidence"], column >= 0, column < row.fields.count {
+                confidence = try table.number(row, column, "confidence")
+                guard (0...1).contains(confidence) else {
+                    throw table.fail(row, "confidence \(confidence) is outside [0, 1]")
+                }
+            }
+            detections[frame].append(Detection(box: box, confidence: confidence))
+        }
+        return detections
     }
 }

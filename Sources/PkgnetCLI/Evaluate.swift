@@ -11,9 +11,14 @@ enum BoxSource: String, CaseIterable {
     case motion
     /// Both: given boxes plus motion proposals outside them.
     case givenAndMotion = "given+motion"
+    /// The built-in detector's boxes (--detector-cfg, --detector-weights).
+    case detector
+    /// The built-in detector's boxes plus motion proposals outside them.
+    case detectorAndMotion = "detector+motion"
 
-    var usesGivenBoxes: Bool { self != .motion }
-    var usesMotion: Bool { self != .given }
+    var usesGivenBoxes: Bool { self == .given || self == .givenAndMotion }
+    var usesMotion: Bool { self == .motion || self == .givenAndMotion || self == .detectorAndMotion }
+    var usesDetector: Bool { self == .detector || self == .detectorAndMotion }
 }
 
 struct EvalSettings {
@@ -30,6 +35,9 @@ struct EvalSettings {
     var reportPath: String?
     var reportObjects: Int
     var progress: ProgressReporter.Style
+    /// The network each video's stream runs, and what it keeps (box sources
+    /// detector and detector+motion).
+    var detector: (network: DarknetNetwork, options: DetectorOptions)? = nil
 }
 
 /// Everything measured on one video.
@@ -168,6 +176,9 @@ final class Evaluator {
         do {
             stream = try Stream(model: model, scene: settings.scene, scoring: settings.scoring,
                                 useMotion: settings.boxes.usesMotion, threads: settings.threads)
+            if settings.boxes.usesDetector, let detector = settings.detector {
+                try stream.setDetector(try Detector(network: detector.network), options: detector.options)
+            }
         } catch let error as PkgnetError {
             throw CLIError("cannot start scoring: \(error.message)")
         }

@@ -7,15 +7,18 @@ struct ProgressReporter {
 
     let style: Style
     let totalFrames: Int
+    /// Prefix of the plain log lines: the command reporting.
+    let label: String
     private let start: Double
     private var lastDraw = -1.0
     private var drawn = false
     /// Seconds between redraws: a bar may move often, log lines should not.
     private var interval: Double { style == .bar ? 0.2 : 10 }
 
-    init(style: Style, totalFrames: Int, start: Double = monotonicSeconds()) {
+    init(style: Style, totalFrames: Int, label: String = "pkgnet eval", start: Double = monotonicSeconds()) {
         self.style = style
         self.totalFrames = totalFrames
+        self.label = label
         self.start = start
     }
 
@@ -49,7 +52,7 @@ struct ProgressReporter {
             printError("\r\u{1B}[K" + ProgressReporter.describe(done: done, total: totalFrames, video: video, elapsed: now - start, barWidth: 24))
             drawn = true
         case .lines:
-            printError("pkgnet eval: " + ProgressReporter.describe(done: done, total: totalFrames, video: video, elapsed: now - start, barWidth: nil) + "\n")
+            printError(label + ": " + ProgressReporter.describe(done: done, total: totalFrames, video: video, elapsed: now - start, barWidth: nil) + "\n")
         case .off:
             break
         }

@@ -1,14 +1,16 @@
 import Glibc
 
-/// The trainer's random numbers: SplitMix64, so a seed gives the same
-/// initial weights and the same shuffles on every machine and build (Swift's
+/// SplitMix64 (Steele, Lea and Flood, OOPSLA 2014), the random numbers of
+/// the trainer and of the synthetic scene: a seed gives the same initial
+/// weights, shuffles and scenes on every machine and build (Swift's
 /// SystemRandomNumberGenerator is not seedable, and its algorithm may change).
-struct SeededRandom {
-    private var state: UInt64
+public struct SeededRandom {
+    // Inlinable: the synthetic scene draws per-pixel noise across modules.
+    @usableFromInline var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    @inlinable public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    @inlinable public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
