@@ -9,6 +9,7 @@
 // are avoided: their last bits differ between C libraries, and a flipped
 // bit can flip a pixel, so one seed gives the same pixels, boxes and labels
 // on every machine.
+import PkgnetCore
 
 /// The scene's random streams over the engine's SplitMix64 (SeededRandom).
 struct SceneRandom {

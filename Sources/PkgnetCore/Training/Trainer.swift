@@ -316,7 +316,7 @@ public final class Trainer {
             let features = try runTeacher(batch: b)
             for j in 0..<pairs.count {
                 teacherBatch[j].withUnsafeMutableBufferPointer {
-                    memcpy($0.baseAddress!, features[j].data, features[j].channels * b * features[j].size * features[j].size * 4)
+                    _ = memcpy($0.baseAddress!, features[j].data, features[j].channels * b * features[j].size * features[j].size * 4)
                 }
             }
         }

@@ -86,7 +86,7 @@ extension Trainer {
                     throw PkgnetError(.format, "\(path): tensor '\(name)' is missing or has another shape than \(tensor.shape)")
                 }
                 let values = file.floats(entry)
-                values.withUnsafeBufferPointer { memcpy(destination, $0.baseAddress!, tensor.count * 4) }
+                values.withUnsafeBufferPointer { _ = memcpy(destination, $0.baseAddress!, tensor.count * 4) }
             }
             for tensor in store.parameters {
                 try restore("student." + tensor.name, tensor, into: store.value(tensor))
