@@ -152,6 +152,13 @@ static int tr_plan_tiles(int batch, size_t rows, size_t image_cols, size_t scrat
     return 0;
 }
 
+/* The images [*b0, *b0 + *nb) of a tile. */
+static void tr_tile_images(const tr_plan *p, int tile, int batch, int *b0, int *nb)
+{
+    *b0 = tile * p->images;
+    *nb = batch - *b0 < p->images ? batch - *b0 : p->images;
+}
+
 /* Per-thread dW partials for a team of p->threads (NULL when one thread
  * accumulates straight into dweight). *failed is set when calloc fails. */
 static float *tr_partials(const tr_plan *p, size_t wsize, const float *dweight, int *failed)
@@ -263,8 +270,8 @@ int pkk_conv2d_backward(const float *x, int cin, int batch, int h, int w,
         float *col = scratch + (size_t)t * p.slice;
         float *dw = partials != NULL ? partials + (size_t)t * wsize : dweight;
         for (int tile = t; tile < p.tiles; tile += p.threads) {
-            const int b0 = tile * p.images;
-            const int nb = batch - b0 < p.images ? batch - b0 : p.images;
+            int b0, nb;
+            tr_tile_images(&p, tile, batch, &b0, &nb);
             const size_t c0 = (size_t)b0 * image_cols;
             const int tn = (int)((size_t)nb * image_cols);
             const float *cols = direct ? x + c0 : col;
@@ -346,8 +353,8 @@ int pkk_conv_transpose2d_backward(const float *x, int cin, int batch, int h, int
         float *col = scratch + (size_t)t * p.slice;
         float *dw = partials != NULL ? partials + (size_t)t * wsize : dweight;
         for (int tile = t; tile < p.tiles; tile += p.threads) {
-            const int b0 = tile * p.images;
-            const int nb = batch - b0 < p.images ? batch - b0 : p.images;
+            int b0, nb;
+            tr_tile_images(&p, tile, batch, &b0, &nb);
             const size_t c0 = (size_t)b0 * image_cols;
             const int tn = (int)((size_t)nb * image_cols);
             /* dy seen as the input of a conv (ho x wo -> h x w); columns index x */
