@@ -278,23 +278,20 @@ static void pkk_sgemm_fallback(int trans_a, int trans_b, int m, int n, int k, fl
  * a GEMM asking for another count waits until none runs, then switches the
  * count. Calls from inside a parallel region run single-threaded in OpenBLAS
  * and never switch, so they take any count but still hold off a switch.
+ * pkk_sgemm below only ever asks for 1 (and makes its caller's OpenMP
+ * setting 1 for the call, so OpenBLAS does not switch on its own): the
+ * switch happens once, at the first GEMM.
  */
 static pthread_mutex_t pkk_gemm_gate = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pkk_gemm_idle = PTHREAD_COND_INITIALIZER;
 static int pkk_gemm_active;   /* GEMMs running */
 static int pkk_gemm_threads;  /* the count OpenBLAS was last set to, 0 = not yet */
 
-void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
-               const float *a, int lda, const float *b, int ldb, float beta,
-               float *c, int ldc)
+/* One BLAS call through the gate; want = 0 inside a parallel region. */
+static void pkk_sgemm_gated(int want, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                            const float *a, int lda, const float *b, int ldb, float beta,
+                            float *c, int ldc)
 {
-    if (m <= 0 || n <= 0) return;
-    pkk_cblas_sgemm_fn sgemm = pkk_rt.sgemm;
-    if (sgemm == NULL) {
-        pkk_sgemm_fallback(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    const int want = omp_in_parallel() ? 0 : omp_get_max_threads();
     pthread_mutex_lock(&pkk_gemm_gate);
     while (want != 0 && pkk_gemm_active > 0 && pkk_gemm_threads != want)
         pthread_cond_wait(&pkk_gemm_idle, &pkk_gemm_gate);
@@ -305,12 +302,78 @@ void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
     pkk_gemm_active++;
     pthread_mutex_unlock(&pkk_gemm_gate);
 
-    sgemm(PKK_ROW_MAJOR, trans_a ? PKK_TRANS : PKK_NO_TRANS, trans_b ? PKK_TRANS : PKK_NO_TRANS,
-          m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    /* OpenBLAS's OpenMP build threads whenever the caller's
+     * omp_get_max_threads() exceeds 1: a single-threaded call sets it to 1
+     * for the call (a per-thread setting). */
+    const int caller_threads = want == 1 ? omp_get_max_threads() : 1;
+    if (caller_threads != 1) omp_set_num_threads(1);
+    pkk_rt.sgemm(PKK_ROW_MAJOR, trans_a ? PKK_TRANS : PKK_NO_TRANS, trans_b ? PKK_TRANS : PKK_NO_TRANS,
+                 m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (caller_threads != 1) omp_set_num_threads(caller_threads);
 
     pthread_mutex_lock(&pkk_gemm_gate);
     if (--pkk_gemm_active == 0) pthread_cond_broadcast(&pkk_gemm_idle);
     pthread_mutex_unlock(&pkk_gemm_gate);
+}
+
+/* Parts of a GEMM: columns in runs of PKK_PART_N when there are more, else
+ * rows in runs of PKK_PART_M. */
+#define PKK_PART_N 256
+#define PKK_PART_M 96
+
+typedef struct {
+    int trans_a, trans_b, m, n, k, lda, ldb, ldc, by_columns;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+} pkk_gemm_parts;
+
+static void pkk_gemm_run_parts(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    const pkk_gemm_parts *g = args;
+    const int want = omp_in_parallel() ? 0 : 1;
+    for (long part = lo; part < hi; part++) {
+        if (g->by_columns) {
+            const int j0 = (int)part * PKK_PART_N, j1 = j0 + PKK_PART_N < g->n ? j0 + PKK_PART_N : g->n;
+            pkk_sgemm_gated(want, g->trans_a, g->trans_b, g->m, j1 - j0, g->k, g->alpha, g->a, g->lda,
+                            g->trans_b ? g->b + (size_t)j0 * g->ldb : g->b + j0, g->ldb, g->beta, g->c + j0, g->ldc);
+        } else {
+            const int i0 = (int)part * PKK_PART_M, i1 = i0 + PKK_PART_M < g->m ? i0 + PKK_PART_M : g->m;
+            pkk_sgemm_gated(want, g->trans_a, g->trans_b, i1 - i0, g->n, g->k, g->alpha,
+                            g->trans_a ? g->a + i0 : g->a + (size_t)i0 * g->lda, g->lda, g->b, g->ldb, g->beta,
+                            g->c + (size_t)i0 * g->ldc, g->ldc);
+        }
+    }
+}
+
+/*
+ * OpenBLAS's result for an element depends on the shape of the call, not only
+ * on the element's own row and column: its threaded driver cuts the
+ * reduction into other blocks than the single-threaded one, and even
+ * single-threaded calls on a column range round differently from the whole
+ * (Zen/Haswell kernels: a 64 x 256 product split into two 128-column calls
+ * differs in 423 of its elements). So OpenBLAS never threads here and a GEMM
+ * is always cut the same way, whatever the thread count: into parts of
+ * PKK_PART_N columns (or PKK_PART_M rows), single-threaded BLAS calls that
+ * the OpenMP threads share. Scores are then the same bits on any number of
+ * threads.
+ */
+void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+               const float *a, int lda, const float *b, int ldb, float beta,
+               float *c, int ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (pkk_rt.sgemm == NULL) {
+        pkk_sgemm_fallback(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    const int by_columns = n > PKK_PART_N;
+    const long parts = by_columns ? (n + PKK_PART_N - 1) / PKK_PART_N : (m + PKK_PART_M - 1) / PKK_PART_M;
+    const pkk_gemm_parts g = { trans_a, trans_b, m, n, k, lda, ldb, ldc, by_columns, alpha, beta, a, b, c };
+    const size_t work = (size_t)m * (size_t)n * (size_t)(k > 0 ? k : 1);
+    /* a part's share of the work must pay for a fork */
+    pkk_run(parts, work / 64, pkk_gemm_run_parts, &g);
 }
 
 /* ---- system info ---- */

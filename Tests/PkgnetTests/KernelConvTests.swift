@@ -2,7 +2,7 @@
 import XCTest
 import PkgnetKernels
 
-private struct ConvCase: CustomStringConvertible {
+struct ConvCase: CustomStringConvertible, Sendable {
     var cin: Int, cout: Int, batch: Int, h: Int, w: Int
     var kernel: Int, stride: Int, pad: Int, groups: Int
     var bias: Bool, residual: Bool, relu: Bool
@@ -13,7 +13,7 @@ private struct ConvCase: CustomStringConvertible {
     }
 }
 
-private func referenceConv2d(_ c: ConvCase, x: [Float], weight: [Float], bias: [Float]?,
+func referenceConv2d(_ c: ConvCase, x: [Float], weight: [Float], bias: [Float]?,
                              residual: [Float]?) -> [Double] {
     let (ho, wo) = (c.ho, c.wo)
     let cinG = c.cin / c.groups, coutG = c.cout / c.groups

@@ -13,6 +13,20 @@ struct FeatureMap {
     }
 }
 
+/// The Winograd-domain weights of one 3x3 convolution, made on first use and
+/// shared by every session of the model (the C cache installs them
+/// atomically, so concurrent first calls are safe).
+final class WinogradWeights: @unchecked Sendable {
+    let cache: OpaquePointer
+
+    init?() {
+        guard let cache = pkk_winograd_cache_new() else { return nil }
+        self.cache = cache
+    }
+
+    deinit { pkk_winograd_cache_free(cache) }
+}
+
 /// A convolution with any BatchNorm folded in and an optional fused ReLU.
 struct Conv2D {
     let weight: [Float]
@@ -25,7 +39,33 @@ struct Conv2D {
     let groups: Int
     let relu: Bool
     /// Upper bound of the ReLU (6 for EfficientNet-Lite's ReLU6); nil: none.
-    var cap: Float? = nil
+    var cap: Float?
+    /// Set for 3x3 stride-1 pad-1 ungrouped convolutions, which run as
+    /// Winograd F(4x4, 3x3) where the batch has enough tiles.
+    let winograd: WinogradWeights?
+
+    init(weight: [Float], bias: [Float], cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int, groups: Int,
+         relu: Bool, cap: Float? = nil) {
+        self.weight = weight
+        self.bias = bias
+        self.cin = cin
+        self.cout = cout
+        self.kernel = kernel
+        self.stride = stride
+        self.pad = pad
+        self.groups = groups
+        self.relu = relu
+        self.cap = cap
+        let eligible = kernel == 3 && stride == 1 && pad == 1 && groups == 1 && cin >= Conv2D.winogradMinChannels
+        winograd = eligible ? WinogradWeights() : nil
+    }
+
+    /// Fewest input channels for Winograd: below, the transforms cost more
+    /// than the multiplications they save (measured by benchmarks/throughput.py).
+    static let winogradMinChannels = 8
+    /// Fewest 4x4 output tiles per call for Winograd: below, reading the
+    /// transformed weights (four times the direct ones) dominates.
+    static let winogradMinTiles = 4
 
     func outputSize(_ size: Int) -> Int { (size + 2 * pad - kernel) / stride + 1 }
 
@@ -33,8 +73,15 @@ struct Conv2D {
     func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, residual: FeatureMap? = nil,
                         scratch: Scratch) {
         assert(x.channels == cin && y.channels == cout && y.size == outputSize(x.size))
+        let tiles = batch * ((x.size + 3) / 4) * ((x.size + 3) / 4)
         weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
+                if let winograd, tiles >= Conv2D.winogradMinTiles,
+                   pkk_conv3x3_winograd(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
+                                        winograd.cache, w.baseAddress, b.baseAddress, Int32(cout),
+                                        residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count) != 0 {
+                    return
+                }
                 pkk_conv2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
                            w.baseAddress, b.baseAddress, Int32(cout),
                            Int32(kernel), Int32(stride), Int32(pad), Int32(groups),

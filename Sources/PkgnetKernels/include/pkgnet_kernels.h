@@ -70,6 +70,27 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
                 const float *residual, int relu,
                 float *y, float *scratch, size_t scratch_floats);
 
+/*
+ * Winograd F(4x4, 3x3) for 3x3 stride-1 pad-1 ungrouped convolutions
+ * (winograd.c): same inputs and output as pkk_conv2d with kernel 3, stride 1,
+ * pad 1, groups 1; a quarter of the multiplications. The weights' transform
+ * (36 x cout x cin floats, four times the 3x3 weights) is made on first use
+ * and kept in `cache`, which any number of threads may share. Returns 1 when
+ * y is written, 0 when it declined (scratch below 8 tiles' worth when the
+ * batch has more, or no memory for the transform): the caller then runs
+ * pkk_conv2d. Scratch per tile: pkk_winograd_scratch_floats(cin, cout, 1).
+ */
+typedef struct pkk_winograd_cache pkk_winograd_cache;
+pkk_winograd_cache *pkk_winograd_cache_new(void);
+void pkk_winograd_cache_free(pkk_winograd_cache *cache);
+size_t pkk_winograd_weight_floats(int cin, int cout);
+/* u[p][co][ci] = (G g G^T)[p], p = 6 * row + column of the 6x6 transform. */
+void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u);
+size_t pkk_winograd_scratch_floats(int cin, int cout, int tiles);
+int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
+                         pkk_winograd_cache *cache, const float *weight, const float *bias, int cout,
+                         const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
+
 /* Floats of scratch a conv_transpose2d needs for `cols` input columns per tile. */
 size_t pkk_conv_transpose2d_scratch_floats(int cout, int kernel, int cols);
 

@@ -1,0 +1,485 @@
+/*
+ * Winograd F(4x4, 3x3) for the 3x3 stride-1 pad-1 convolutions (groups 1)
+ * that make up most of the students' work (Lavin & Gray, "Fast Algorithms
+ * for Convolutional Neural Networks", 2016).
+ *
+ * Each 4x4 output tile is A^T [ (G g G^T) . (B^T d B) ] A, with d the 6x6
+ * input patch that covers it: 36 multiplications per tile and channel pair
+ * instead of 144, a quarter of the direct convolution's arithmetic. Summed
+ * over input channels, the element-wise products become 36 independent GEMMs
+ *     M[p] [cout][tiles] = U[p] [cout][cin] x V[p] [cin][tiles],  p = 0..35.
+ * Per chunk of tiles (as many as the scratch holds): the input transform
+ * fills V, the GEMMs fill M, the output transform writes y with bias,
+ * residual and ReLU fused. All three phases are OpenMP-parallel (over input
+ * channels, transform points, output channels), so no sum depends on the
+ * thread count.
+ *
+ * The GEMMs are this file's own: the operands are laid out for a 6 x 16
+ * register block from the start (U in blocks of 6 output channels, V and M
+ * in blocks of 16 tiles), so nothing is packed or zeroed per call, which is
+ * where a BLAS spends a third of its time on these shapes.
+ *
+ * The transforms work on 8 tiles at once (one AVX2 register per value; 16
+ * with AVX-512 is not worth the longer gathers): the 36 inputs of 8 tiles are
+ * gathered into a small block, transformed lane-wise, and stored as 8
+ * consecutive columns of V, which is the GEMM's layout. The output transform
+ * reads 8 consecutive columns of M and scatters 8 tiles' 4x4 outputs.
+ *
+ * Numerics: the interpolation points 0, +-1, +-2 make the transforms exact in
+ * binary for the input and output sides (integer coefficients) and nearly so
+ * for the weights (1/4, 1/6, 1/12, 1/24, computed in double). The products
+ * are rounded as fp32 once more than in a direct sum, which costs a few ulps
+ * of the output's magnitude: tests bound the difference to the direct
+ * convolution.
+ */
+#include "pkgnet_kernels.h"
+#include "pkk_internal.h"
+
+#include <omp.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PKK_WG_LANES 8 /* tiles per transform block */
+#define PKK_WG_POINTS 36
+
+#define PKK_WG_MR 6  /* output channels per register block */
+#define PKK_WG_NR 16 /* tiles per register block */
+
+/* Output channels rounded up to whole register blocks. */
+static inline int pkk_wg_cout_blocks(int cout) { return (cout + PKK_WG_MR - 1) / PKK_WG_MR; }
+
+size_t pkk_winograd_weight_floats(int cin, int cout)
+{
+    return (size_t)PKK_WG_POINTS * (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * (size_t)cin;
+}
+
+/* U[p][cb][ci][r] = (G g G^T)[p] for the 3x3 kernel g = weight[6 cb + r][ci]
+ * (0 for the rows past cout), in double until the final rounding. */
+void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u)
+{
+    static const double G[6][3] = {
+        { 1.0 / 4, 0, 0 },
+        { -1.0 / 6, -1.0 / 6, -1.0 / 6 },
+        { -1.0 / 6, 1.0 / 6, -1.0 / 6 },
+        { 1.0 / 24, 1.0 / 12, 1.0 / 6 },
+        { 1.0 / 24, -1.0 / 12, 1.0 / 6 },
+        { 0, 0, 1 },
+    };
+    const int blocks = pkk_wg_cout_blocks(cout);
+    const size_t point_stride = (size_t)blocks * PKK_WG_MR * cin;
+    for (int co = 0; co < blocks * PKK_WG_MR; co++) {
+        for (int ci = 0; ci < cin; ci++) {
+            float *dst = u + ((size_t)(co / PKK_WG_MR) * cin + ci) * PKK_WG_MR + co % PKK_WG_MR;
+            if (co >= cout) {
+                for (int p = 0; p < PKK_WG_POINTS; p++) dst[(size_t)p * point_stride] = 0.0f;
+                continue;
+            }
+            const float *g = weight + ((size_t)co * cin + ci) * 9;
+            double gg[6][3]; /* G g */
+            for (int i = 0; i < 6; i++)
+                for (int c = 0; c < 3; c++)
+                    gg[i][c] = G[i][0] * g[c] + G[i][1] * g[3 + c] + G[i][2] * g[6 + c];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++) {
+                    const double v = gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2];
+                    dst[(size_t)(i * 6 + j) * point_stride] = (float)v;
+                }
+        }
+    }
+}
+
+/* ---- cache of transformed weights ---- */
+
+struct pkk_winograd_cache {
+    _Atomic(float *) u;
+};
+
+pkk_winograd_cache *pkk_winograd_cache_new(void)
+{
+    pkk_winograd_cache *cache = malloc(sizeof *cache);
+    if (cache != NULL) atomic_init(&cache->u, NULL);
+    return cache;
+}
+
+void pkk_winograd_cache_free(pkk_winograd_cache *cache)
+{
+    if (cache == NULL) return;
+    free(atomic_load(&cache->u));
+    free(cache);
+}
+
+/* The transformed weights, computed on first use. Threads that race here each
+ * compute a copy; one is installed and the others are freed, so the cache is
+ * lock-free and every caller sees the same array. */
+static const float *pkk_winograd_cache_weights(pkk_winograd_cache *cache, const float *weight,
+                                               int cin, int cout)
+{
+    float *u = atomic_load_explicit(&cache->u, memory_order_acquire);
+    if (u != NULL) return u;
+    float *fresh = NULL;
+    if (posix_memalign((void **)&fresh, 64, sizeof(float) * pkk_winograd_weight_floats(cin, cout)) != 0)
+        return NULL;
+    pkk_winograd_transform_weights(weight, cin, cout, fresh);
+    float *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(&cache->u, &expected, fresh, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return fresh;
+    free(fresh);
+    return expected;
+}
+
+/* ---- tiles ---- */
+
+/* Tile t of a batch: image b, tile row ty, tile column tx. */
+typedef struct {
+    int b, ty, tx;
+} pkk_tile;
+
+typedef struct {
+    const float *x, *u, *bias, *residual;
+    float *y, *v, *m;
+    float *pads;       /* per thread: the chunk's padded planes (pkk_wg_padded) */
+    size_t pad_floats; /* per thread */
+    int cin, cout, batch, h, w, tiles_y, tiles_x, relu;
+    size_t t0;   /* first tile of the chunk */
+    int tn;      /* tiles in the chunk */
+    int blocks;  /* blocks of 16 tiles a chunk holds: V [36][blocks][cin][16],
+                    M [36][blocks][6 * cout blocks][16] */
+} pkk_wg_args;
+
+static inline pkk_tile pkk_tile_at(const pkk_wg_args *a, size_t t)
+{
+    const size_t per_image = (size_t)a->tiles_y * a->tiles_x;
+    const size_t b = t / per_image, r = t - b * per_image;
+    pkk_tile tile = { (int)b, (int)(r / (size_t)a->tiles_x), (int)(r % (size_t)a->tiles_x) };
+    return tile;
+}
+
+static inline void pkk_tile_next(const pkk_wg_args *a, pkk_tile *tile)
+{
+    if (++tile->tx == a->tiles_x) {
+        tile->tx = 0;
+        if (++tile->ty == a->tiles_y) {
+            tile->ty = 0;
+            tile->b++;
+        }
+    }
+}
+
+/* ---- input transform ---- */
+
+typedef float pkk_v8 __attribute__((vector_size(32)));
+typedef float pkk_v8u __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+typedef int pkk_i8 __attribute__((vector_size(32)));
+
+/* Columns c = 0..7 of the 8 x 8 matrix with rows r[0..7], in 24 shuffles
+ * (unpack, 64-bit shuffle, 128-bit permute on AVX2). */
+static inline __attribute__((always_inline)) void pkk_transpose8(const pkk_v8 r[8], pkk_v8 c[8])
+{
+    pkk_v8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int i = 0; i < 4; i++) {
+        c[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        c[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+/* The chunk's images of one channel with a zero border (one row and column
+ * before, and after up to the tiles' extent), so that every 6x6 patch is
+ * inside: plane i holds image first + i, `pitch` floats per row, planes
+ * `stride` floats apart. */
+typedef struct {
+    float *data;
+    int first, pitch;
+    size_t stride;
+} pkk_wg_padded;
+
+static void pkk_wg_pad(const pkk_wg_args *a, const float *xc, int first, int last, pkk_wg_padded *pad)
+{
+    const int h = a->h, w = a->w, pitch = pad->pitch, rows = 4 * a->tiles_y + 2;
+    pad->first = first;
+    for (int b = first; b <= last; b++) {
+        const float *src = xc + (size_t)b * h * w;
+        float *plane = pad->data + (size_t)(b - first) * pad->stride;
+        memset(plane, 0, sizeof(float) * (size_t)pitch);
+        for (int iy = 0; iy < h; iy++) {
+            float *row = plane + (size_t)(iy + 1) * pitch;
+            row[0] = 0.0f;
+            memcpy(row + 1, src + (size_t)iy * w, sizeof(float) * (size_t)w);
+            for (int ix = w + 1; ix < pitch; ix++) row[ix] = 0.0f;
+        }
+        memset(plane + (size_t)(h + 1) * pitch, 0, sizeof(float) * (size_t)(rows - h - 1) * pitch);
+    }
+}
+
+/* d[r*6 + c][l] = x[b][4ty - 1 + r][4tx - 1 + c] of lane l's tile (0 outside
+ * the image): per patch row, one 8-float load per lane and a transpose.
+ * Lanes >= n repeat lane 0 (the caller zeroes them). */
+static inline __attribute__((always_inline)) void pkk_wg_gather(const pkk_wg_args *a, pkk_tile tile, int n, const pkk_wg_padded *pad,
+                                 pkk_v8 d[PKK_WG_POINTS])
+{
+    const float *lane[PKK_WG_LANES];
+    for (int l = 0; l < PKK_WG_LANES; l++) {
+        if (l >= n) {
+            lane[l] = lane[0];
+            continue;
+        }
+        lane[l] = pad->data + (size_t)(tile.b - pad->first) * pad->stride + (size_t)(4 * tile.ty) * pad->pitch
+                + 4 * tile.tx;
+        pkk_tile_next(a, &tile);
+    }
+    for (int r = 0; r < 6; r++) {
+        pkk_v8 rows[8], cols[8];
+        for (int l = 0; l < PKK_WG_LANES; l++) rows[l] = *(const pkk_v8u *)(lane[l] + (size_t)r * pad->pitch);
+        pkk_transpose8(rows, cols);
+        for (int c = 0; c < 6; c++) d[r * 6 + c] = cols[c];
+    }
+}
+
+/* out[k*so] = (B^T in)[k*s] for k = 0..5, on 8 lanes at once. */
+static inline __attribute__((always_inline)) void pkk_wg_bt(const pkk_v8 *in, int s, pkk_v8 *out, int so)
+{
+    const pkk_v8 i0 = in[0], i1 = in[s], i2 = in[2 * s], i3 = in[3 * s], i4 = in[4 * s], i5 = in[5 * s];
+    out[0] = 4.0f * i0 - 5.0f * i2 + i4;
+    out[so] = -4.0f * (i1 + i2) + (i3 + i4);
+    out[2 * so] = 4.0f * (i1 - i2) + (i4 - i3);
+    out[3 * so] = 2.0f * (i3 - i1) + (i4 - i2);
+    out[4 * so] = 2.0f * (i1 - i3) + (i4 - i2);
+    out[5 * so] = 4.0f * i1 - 5.0f * i3 + i5;
+}
+
+/* V[p][ci][j] for channels [lo, hi) and every tile of the chunk. */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static void pkk_wg_input(long lo, long hi, int thread, const void *args)
+{
+    const pkk_wg_args *a = args;
+    const size_t in_ch = (size_t)a->batch * a->h * a->w;
+    const size_t point_stride = (size_t)a->blocks * a->cin * PKK_WG_NR;
+    const int first = pkk_tile_at(a, a->t0).b, last = pkk_tile_at(a, a->t0 + (size_t)a->tn - 1).b;
+    pkk_wg_padded pad = { a->pads + (size_t)thread * a->pad_floats, first, 4 * a->tiles_x + 2,
+                          (size_t)(4 * a->tiles_x + 2) * (size_t)(4 * a->tiles_y + 2) };
+    pkk_v8 d[PKK_WG_POINTS], t[PKK_WG_POINTS], v[PKK_WG_POINTS];
+
+    for (long ci = lo; ci < hi; ci++) {
+        pkk_wg_pad(a, a->x + (size_t)ci * in_ch, first, last, &pad);
+        float *vc = a->v + (size_t)ci * PKK_WG_NR;
+        pkk_tile tile = pkk_tile_at(a, a->t0);
+        for (int j = 0; j < a->tn; j += PKK_WG_LANES) {
+            const int n = a->tn - j < PKK_WG_LANES ? a->tn - j : PKK_WG_LANES;
+            pkk_wg_gather(a, tile, n, &pad, d);
+            for (int c = 0; c < 6; c++) pkk_wg_bt(d + c, 6, t + c, 6);         /* columns: B^T d */
+            for (int r = 0; r < 6; r++) pkk_wg_bt(t + 6 * r, 1, v + 6 * r, 1); /* rows: (.) B */
+            if (n < PKK_WG_LANES) { /* the GEMM reads whole blocks of 16: lanes past n are zero */
+                pkk_i8 keep;
+                for (int l = 0; l < PKK_WG_LANES; l++) keep[l] = l < n ? -1 : 0;
+                for (int p = 0; p < PKK_WG_POINTS; p++) v[p] = (pkk_v8)((pkk_i8)v[p] & keep);
+            }
+            const int half = j % PKK_WG_NR, last_group = j + PKK_WG_LANES >= a->tn;
+            for (int p = 0; p < PKK_WG_POINTS; p++) {
+                float *dst = vc + (size_t)p * point_stride + (size_t)(j / PKK_WG_NR) * a->cin * PKK_WG_NR + half;
+                *(pkk_v8 *)dst = v[p];
+                if (last_group && half == 0) *(pkk_v8 *)(dst + PKK_WG_LANES) = (pkk_v8){ 0 };
+            }
+            for (int l = 0; l < n; l++) pkk_tile_next(a, &tile);
+        }
+    }
+}
+
+/* ---- GEMMs ---- */
+
+/* m[r][0..15] = sum_i u[i][r] v[i][0..15] for r < 6: a 6 x 16 block of M in
+ * twelve 8-float accumulators (AVX2 registers; two SSE halves each on the
+ * baseline), summed over i in order. */
+static inline __attribute__((always_inline)) void pkk_wg_block(int k, const float *restrict u, const float *restrict v, float *restrict m)
+{
+    pkk_v8 c00 = { 0 }, c01 = { 0 }, c10 = { 0 }, c11 = { 0 }, c20 = { 0 }, c21 = { 0 };
+    pkk_v8 c30 = { 0 }, c31 = { 0 }, c40 = { 0 }, c41 = { 0 }, c50 = { 0 }, c51 = { 0 };
+    for (int i = 0; i < k; i++, u += PKK_WG_MR, v += PKK_WG_NR) {
+        const pkk_v8 b0 = *(const pkk_v8 *)v, b1 = *(const pkk_v8 *)(v + 8);
+        c00 += u[0] * b0; c01 += u[0] * b1;
+        c10 += u[1] * b0; c11 += u[1] * b1;
+        c20 += u[2] * b0; c21 += u[2] * b1;
+        c30 += u[3] * b0; c31 += u[3] * b1;
+        c40 += u[4] * b0; c41 += u[4] * b1;
+        c50 += u[5] * b0; c51 += u[5] * b1;
+    }
+    pkk_v8 *out = (pkk_v8 *)m;
+    out[0] = c00; out[1] = c01; out[2] = c10; out[3] = c11; out[4] = c20; out[5] = c21;
+    out[6] = c30; out[7] = c31; out[8] = c40; out[9] = c41; out[10] = c50; out[11] = c51;
+}
+
+/* The first 8 columns of pkk_wg_block, for a chunk's last block when it
+ * holds at most 8 tiles (small batches): half the work of a full block. */
+static inline __attribute__((always_inline)) void pkk_wg_half_block(int k, const float *restrict u,
+                                                                     const float *restrict v, float *restrict m)
+{
+    pkk_v8 c0 = { 0 }, c1 = { 0 }, c2 = { 0 }, c3 = { 0 }, c4 = { 0 }, c5 = { 0 };
+    for (int i = 0; i < k; i++, u += PKK_WG_MR, v += PKK_WG_NR) {
+        const pkk_v8 b0 = *(const pkk_v8 *)v;
+        c0 += u[0] * b0; c1 += u[1] * b0; c2 += u[2] * b0;
+        c3 += u[3] * b0; c4 += u[4] * b0; c5 += u[5] * b0;
+    }
+    pkk_v8 *out = (pkk_v8 *)m;
+    out[0] = c0; out[2] = c1; out[4] = c2; out[6] = c3; out[8] = c4; out[10] = c5;
+}
+
+/* M[p] = U[p] x V[p] for transform points [lo, hi): per block of 6 output
+ * channels (its U panel stays in L1), every block of 16 tiles of the chunk. */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static void pkk_wg_products(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    const pkk_wg_args *a = args;
+    const int cout_blocks = pkk_wg_cout_blocks(a->cout), rows = cout_blocks * PKK_WG_MR;
+    const int used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
+    for (long p = lo; p < hi; p++) {
+        const float *up = a->u + (size_t)p * rows * a->cin;
+        const float *vp = a->v + (size_t)p * a->blocks * a->cin * PKK_WG_NR;
+        float *mp = a->m + (size_t)p * a->blocks * rows * PKK_WG_NR;
+        for (int cb = 0; cb < cout_blocks; cb++)
+            for (int tb = 0; tb < used; tb++) {
+                const float *ub = up + (size_t)cb * a->cin * PKK_WG_MR, *vb = vp + (size_t)tb * a->cin * PKK_WG_NR;
+                float *mb = mp + ((size_t)tb * rows + (size_t)cb * PKK_WG_MR) * PKK_WG_NR;
+                if (a->tn - tb * PKK_WG_NR <= PKK_WG_LANES) pkk_wg_half_block(a->cin, ub, vb, mb);
+                else pkk_wg_block(a->cin, ub, vb, mb);
+            }
+    }
+}
+
+/* ---- output transform ---- */
+
+/* out[k*so] = (A^T in)[k*s] for k = 0..3, on 8 lanes at once. */
+static inline __attribute__((always_inline)) void pkk_wg_at(const pkk_v8 *in, int s, pkk_v8 *out, int so)
+{
+    const pkk_v8 i0 = in[0], i1 = in[s], i2 = in[2 * s], i3 = in[3 * s], i4 = in[4 * s], i5 = in[5 * s];
+    const pkk_v8 s12 = i1 + i2, d12 = i1 - i2, s34 = i3 + i4, d34 = i3 - i4;
+    out[0] = i0 + s12 + s34;
+    out[so] = d12 + 2.0f * d34;
+    out[2 * so] = s12 + 4.0f * s34;
+    out[3 * so] = d12 + 8.0f * d34 + i5;
+}
+
+typedef float pkk_v4 __attribute__((vector_size(16)));
+typedef float pkk_v4u __attribute__((vector_size(16), aligned(4)));
+
+/* y[co] for channels [lo, hi): inverse transform of the chunk's tiles, then
+ * bias, residual and ReLU on the way out. A whole tile leaves as four
+ * 4-float rows, transposed out of the lanes; tiles cut by the image's edge
+ * (sides not divisible by 4) element by element. */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static void pkk_wg_output(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    const pkk_wg_args *a = args;
+    const int h = a->h, w = a->w, relu = a->relu;
+    const size_t plane = (size_t)h * w;
+    const size_t out_ch = (size_t)a->batch * plane;
+    const int rows = pkk_wg_cout_blocks(a->cout) * PKK_WG_MR;
+    const size_t point_stride = (size_t)a->blocks * rows * PKK_WG_NR;
+    const pkk_v4 zero = { 0 };
+    pkk_v8 m[PKK_WG_POINTS], t[24], o[16], lanes[2][8];
+
+    for (long co = lo; co < hi; co++) {
+        const float *mc = a->m + (size_t)co * PKK_WG_NR;
+        float *yc = a->y + (size_t)co * out_ch;
+        const float *rc = a->residual ? a->residual + (size_t)co * out_ch : NULL;
+        const float bv = a->bias ? a->bias[co] : 0.0f;
+        pkk_tile tile = pkk_tile_at(a, a->t0);
+        for (int j = 0; j < a->tn; j += PKK_WG_LANES) {
+            const int n = a->tn - j < PKK_WG_LANES ? a->tn - j : PKK_WG_LANES;
+            const float *src = mc + (size_t)(j / PKK_WG_NR) * rows * PKK_WG_NR + j % PKK_WG_NR;
+            for (int p = 0; p < PKK_WG_POINTS; p++) m[p] = *(const pkk_v8 *)(src + (size_t)p * point_stride);
+            for (int c = 0; c < 6; c++) pkk_wg_at(m + c, 6, t + c, 6);         /* columns: A^T M */
+            for (int r = 0; r < 4; r++) pkk_wg_at(t + 6 * r, 1, o + 4 * r, 1); /* rows: (.) A */
+            for (int k = 0; k < 16; k++) o[k] += bv;
+            pkk_transpose8(o, lanes[0]);     /* lane l: output rows 0 and 1 */
+            pkk_transpose8(o + 8, lanes[1]); /* rows 2 and 3 */
+            for (int l = 0; l < n; l++) {
+                const int oy0 = 4 * tile.ty, ox0 = 4 * tile.tx;
+                const size_t base = (size_t)tile.b * plane + (size_t)oy0 * w + ox0;
+                if (oy0 + 4 <= h && ox0 + 4 <= w) {
+                    for (int r = 0; r < 4; r++) {
+                        const pkk_v8 pair = lanes[r / 2][l];
+                        pkk_v4 value = r % 2 == 0 ? __builtin_shufflevector(pair, pair, 0, 1, 2, 3)
+                                                  : __builtin_shufflevector(pair, pair, 4, 5, 6, 7);
+                        if (rc) value += *(const pkk_v4u *)(rc + base + (size_t)r * w);
+                        if (relu) value = __builtin_elementwise_max(value, zero);
+                        *(pkk_v4u *)(yc + base + (size_t)r * w) = value;
+                    }
+                } else {
+                    const int rows_in = h - oy0 < 4 ? h - oy0 : 4, cols_in = w - ox0 < 4 ? w - ox0 : 4;
+                    for (int r = 0; r < rows_in; r++)
+                        for (int c = 0; c < cols_in; c++) {
+                            float value = o[r * 4 + c][l];
+                            if (rc) value += rc[base + (size_t)r * w + c];
+                            if (relu && value < 0.0f) value = 0.0f;
+                            yc[base + (size_t)r * w + c] = value;
+                        }
+                }
+                pkk_tile_next(a, &tile);
+            }
+        }
+    }
+}
+
+/* ---- driver ---- */
+
+size_t pkk_winograd_scratch_floats(int cin, int cout, int tiles)
+{
+    const size_t blocks = ((size_t)tiles + PKK_WG_NR - 1) / PKK_WG_NR;
+    return (size_t)PKK_WG_POINTS * ((size_t)cin + (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR) * blocks * PKK_WG_NR;
+}
+
+int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
+                         pkk_winograd_cache *cache, const float *weight, const float *bias, int cout,
+                         const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)
+{
+    if (cache == NULL || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
+    if (((uintptr_t)scratch & 31) != 0) return 0; /* the GEMM's aligned vector loads */
+    const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
+    const size_t tiles = (size_t)batch * tiles_y * tiles_x;
+    const size_t per_block = pkk_winograd_scratch_floats(cin, cout, PKK_WG_NR);
+    const size_t needed = (tiles + PKK_WG_NR - 1) / PKK_WG_NR;
+    size_t blocks = scratch_floats / per_block;
+    if (blocks > needed) blocks = needed;
+    /* Each thread pads the images a chunk touches, plus 8 floats: the last
+     * patch row's 8-float load runs 2 past its plane. */
+    const size_t plane = (size_t)(4 * tiles_y + 2) * (size_t)(4 * tiles_x + 2);
+    const size_t per_image = (size_t)tiles_y * tiles_x;
+    size_t images = blocks * PKK_WG_NR / per_image + 2;
+    if (images > (size_t)batch) images = (size_t)batch;
+    const size_t pad_floats = images * plane + 8;
+    const size_t pads = (size_t)omp_get_max_threads() * pad_floats;
+    if (scratch_floats < pads + per_block) return 0;
+    blocks = (scratch_floats - pads) / per_block; /* fewer tiles: no more images */
+    if (blocks > needed) blocks = needed;
+    const float *u = pkk_winograd_cache_weights(cache, weight, cin, cout);
+    if (u == NULL) return 0;
+
+    float *v = scratch, *m = v + (size_t)PKK_WG_POINTS * cin * blocks * PKK_WG_NR;
+    float *pad = m + (size_t)PKK_WG_POINTS * pkk_wg_cout_blocks(cout) * PKK_WG_MR * blocks * PKK_WG_NR;
+    pkk_wg_args a = { x, u, bias, residual, y, v, m, pad, pad_floats, cin, cout, batch, h, w,
+                      tiles_y, tiles_x, relu, 0, 0, (int)blocks };
+    const size_t capacity = blocks * PKK_WG_NR;
+    for (size_t t0 = 0; t0 < tiles; t0 += capacity) {
+        a.t0 = t0;
+        a.tn = (int)(tiles - t0 < capacity ? tiles - t0 : capacity);
+        const size_t in_work = (size_t)cin * a.tn * PKK_WG_POINTS;
+        const size_t out_work = (size_t)cout * a.tn * PKK_WG_POINTS;
+        pkk_run(cin, in_work, pkk_wg_input, &a);
+        pkk_run(PKK_WG_POINTS, in_work / PKK_WG_POINTS * cout, pkk_wg_products, &a);
+        pkk_run(cout, out_work, pkk_wg_output, &a);
+    }
+    return 1;
+}

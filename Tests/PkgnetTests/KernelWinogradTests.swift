@@ -1,0 +1,159 @@
+// Winograd F(4x4, 3x3) against the naive Double convolution of KernelConvTests.
+import Dispatch
+import XCTest
+import PkgnetKernels
+
+final class KernelWinogradTests: KernelTestCase {
+    /// Shapes that cover whole and cut tiles (sides not divisible by 4), one
+    /// tile per image (4x4: a lane group spans images), one-pixel images,
+    /// channel counts that are not multiples of the 6-row register block.
+    private let cases: [ConvCase] = [
+        ConvCase(cin: 8, cout: 7, batch: 3, h: 8, w: 8, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
+        ConvCase(cin: 12, cout: 13, batch: 2, h: 7, w: 5, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 16, cout: 32, batch: 21, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: false),
+        ConvCase(cin: 5, cout: 6, batch: 1, h: 33, w: 17, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
+        ConvCase(cin: 9, cout: 3, batch: 4, h: 1, w: 1, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 24, cout: 20, batch: 2, h: 32, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
+    ]
+
+    private struct Inputs: Sendable {
+        let x: [Float], weight: [Float], bias: [Float]?, residual: [Float]?
+    }
+
+    private static func inputs(_ c: ConvCase, seed: UInt64) -> Inputs {
+        var rng = KernelRNG(seed: seed)
+        let x = rng.floats(c.cin * c.batch * c.h * c.w)
+        let scale = Float(1 / Double(c.cin * 9).squareRoot())
+        let weight = rng.floats(c.cout * c.cin * 9).map { $0 * scale }
+        let bias = c.bias ? rng.floats(c.cout) : nil
+        let residual = c.residual ? rng.floats(c.cout * c.batch * c.h * c.w) : nil
+        return Inputs(x: x, weight: weight, bias: bias, residual: residual)
+    }
+
+    /// Runs the kernel with `scratchFloats` of garbage-filled scratch; nil
+    /// when it declined (y must then be untouched).
+    private static func winograd(_ c: ConvCase, _ input: Inputs, cache: OpaquePointer, scratchFloats: Int) -> [Float]? {
+        var y = [Float](repeating: .nan, count: c.cout * c.batch * c.h * c.w)
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(scratchFloats, 1) * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: max(scratchFloats, 1))
+        defer { scratch.deallocate() }
+        scratch.initialize(repeating: 1e30, count: max(scratchFloats, 1))
+        let done = withOptionalPointer(input.bias) { biasPtr in
+            withOptionalPointer(input.residual) { residualPtr in
+                pkk_conv3x3_winograd(input.x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), cache,
+                                     input.weight, biasPtr, Int32(c.cout), residualPtr, c.relu ? 1 : 0,
+                                     &y, scratch, scratchFloats)
+            }
+        }
+        if done == 0 {
+            XCTAssert(y.allSatisfy { $0.isNaN }, "\(c): a declined call wrote y")
+            return nil
+        }
+        return y
+    }
+
+    /// Scratch for `tiles` tiles per chunk plus each thread's padded planes.
+    private static func scratchFloats(_ c: ConvCase, tiles: Int) -> Int {
+        let plane = (((c.h + 3) / 4) * 4 + 2) * (((c.w + 3) / 4) * 4 + 2)
+        let perImage = ((c.h + 3) / 4) * ((c.w + 3) / 4)
+        let images = min(c.batch, tiles / perImage + 2)
+        return pkk_winograd_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(tiles)) + 2 * (images * plane + 8)
+    }
+
+    func testMatchesDirectConvolution() {
+        for threads: Int32 in [1, 2] {
+            pkk_set_threads(threads)
+            for (i, c) in cases.enumerated() {
+                let input = Self.inputs(c, seed: UInt64(500 + i))
+                let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+                let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
+                // Whole batch in one chunk, and chunks of one register block (16 tiles).
+                for chunk in Set([tiles, 16]) {
+                    let cache = pkk_winograd_cache_new()!
+                    defer { pkk_winograd_cache_free(cache) }
+                    guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
+                        XCTFail("\(c): declined with scratch for \(chunk) tiles")
+                        continue
+                    }
+                    assertClose(y, expected, rel: 1e-5, "winograd \(c) chunk \(chunk) threads \(threads)")
+                }
+            }
+        }
+        pkk_set_threads(0)
+    }
+
+    func testSameBitsOnOneAndTwoThreads() {
+        let c = cases[5]
+        let input = Self.inputs(c, seed: 600)
+        var results: [[Float]] = []
+        for threads: Int32 in [1, 2] {
+            pkk_set_threads(threads)
+            let cache = pkk_winograd_cache_new()!
+            defer { pkk_winograd_cache_free(cache) }
+            results.append(Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 48)) ?? [])
+        }
+        pkk_set_threads(0)
+        XCTAssertEqual(results[0], results[1])
+    }
+
+    func testDeclinesWhenScratchHoldsLessThanOneBlock() {
+        let c = cases[0]
+        let cache = pkk_winograd_cache_new()!
+        defer { pkk_winograd_cache_free(cache) }
+        XCTAssertNil(Self.winograd(c, Self.inputs(c, seed: 700), cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 16) - 2 * 8 - 1))
+    }
+
+    func testSharedCacheFromConcurrentFirstCalls() {
+        // Eight threads race to transform the weights; all must see one array.
+        let c = cases[1]
+        let input = Self.inputs(c, seed: 800)
+        let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+        final class Shared: @unchecked Sendable {  // each thread writes its own slot
+            let cache = pkk_winograd_cache_new()!
+            let outputs = UnsafeMutableBufferPointer<[Float]>.allocate(capacity: 8)
+            init() { outputs.initialize(repeating: []) }
+            deinit {
+                pkk_winograd_cache_free(cache)
+                outputs.deallocate()
+            }
+        }
+        let shared = Shared()
+        let scratch = Self.scratchFloats(c, tiles: 32)
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            pkk_set_threads(1)
+            shared.outputs[i] = Self.winograd(c, input, cache: shared.cache, scratchFloats: scratch) ?? []
+        }
+        for y in shared.outputs { assertClose(y, expected, rel: 1e-5, "concurrent winograd \(c)") }
+    }
+
+    func testTransformedWeightsAreGgGt() {
+        // U[p][co][ci] = (G g G^T)[p] with G of F(4x4, 3x3), in the 6-row block layout.
+        let (cin, cout) = (2, 7)
+        var rng = KernelRNG(seed: 900)
+        let weight = rng.floats(cout * cin * 9)
+        var u = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(cin), Int32(cout)))
+        pkk_winograd_transform_weights(weight, Int32(cin), Int32(cout), &u)
+        let g: [[Double]] = [[0.25, 0, 0], [-1 / 6.0, -1 / 6.0, -1 / 6.0], [-1 / 6.0, 1 / 6.0, -1 / 6.0],
+                             [1 / 24.0, 1 / 12.0, 1 / 6.0], [1 / 24.0, -1 / 12.0, 1 / 6.0], [0, 0, 1]]
+        let rows = (cout + 5) / 6 * 6
+        XCTAssertEqual(u.count, 36 * rows * cin)
+        for co in 0..<rows {
+            for ci in 0..<cin {
+                for i in 0..<6 {
+                    for j in 0..<6 {
+                        var expected = 0.0
+                        if co < cout {
+                            for a in 0..<3 {
+                                for b in 0..<3 {
+                                    expected += g[i][a] * Double(weight[(co * cin + ci) * 9 + a * 3 + b]) * g[j][b]
+                                }
+                            }
+                        }
+                        let actual = u[((i * 6 + j) * (rows / 6) + co / 6) * cin * 6 + ci * 6 + co % 6]
+                        XCTAssertEqual(Double(actual), expected, accuracy: 1e-6, "U[\(i * 6 + j)][\(co)][\(ci)]")
+                    }
+                }
+            }
+        }
+    }
+}
