@@ -11,7 +11,7 @@ struct PkgnetCommand: ParsableCommand {
         commandName: "pkgnet",
         abstract: "PKG-Net video anomaly detection: score videos, inspect models.",
         version: "pkgnet \(PKGNET_VERSION_STRING)",
-        subcommands: [Eval.self, Train.self, Calibrate.self, Info.self, Synth.self, Detect.self]
+        subcommands: [Eval.self, Train.self, Calibrate.self, Info.self, Synth.self, Detect.self, Bench.self]
     )
 }
 

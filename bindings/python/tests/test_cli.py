@@ -389,3 +389,28 @@ def test_info_and_version(cli, model, tmp_path):
     header = (REPO / "include/pkgnet.h").read_text()
     expected = re.search(r'#define PKGNET_VERSION_STRING "([^"]+)"', header).group(1)
     assert version.returncode == 0 and version.stdout.strip() == "pkgnet " + expected
+
+
+def test_bench_counts_the_direct_convolutions(cli, model, tmp_path):
+    """pkgnet bench's GFLOP per cube against benchmarks/throughput.py's count
+    from the file's tensor shapes; every requested row is printed."""
+    import sys
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from throughput import gflop_per_cube
+
+    proc = run(cli, "bench", "--model", model, "--threads", 1, 2, "--batches", 1, 3, "--seconds", 0)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stated = float(re.search(r"([0-9.]+) GFLOP per cube", proc.stdout).group(1))
+    assert stated == pytest.approx(gflop_per_cube(str(model)), abs=6e-4)
+    for threads in (1, 2):
+        for batch in (1, 3):
+            assert re.search(r"threads %d  batch +%d +[0-9.]+ cubes/s +[0-9.]+ GFLOP/s" % (threads, batch), proc.stdout), proc.stdout
+        assert re.search(r"threads %d  frame latency \(17 cubes\)  [0-9.]+ ms" % threads, proc.stdout), proc.stdout
+    assert re.search(r"peak resident memory [0-9.]+ MiB", proc.stdout)
+
+
+def test_bench_refuses_bad_arguments(cli, model, tmp_path):
+    for args, word in ((("--batches", 0), "--batches"), (("--threads", -1), "--threads")):
+        proc = run(cli, "bench", "--model", model, *args)
+        assert proc.returncode == 64 and word in proc.stderr, (proc.returncode, proc.stderr)  # usage error
+    expect_error(run(cli, "bench", "--model", tmp_path / "missing.safetensors"), "missing.safetensors")
