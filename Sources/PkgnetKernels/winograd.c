@@ -55,10 +55,16 @@ size_t pkk_winograd_weight_floats(int cin, int cout)
     return (size_t)PKK_WG_POINTS * (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * (size_t)cin;
 }
 
-/* U[p][cb][ci][r] = (G g G^T)[p] for the 3x3 kernel g = weight[6 cb + r][ci]
- * (0 for the rows past cout), in double until the final rounding. */
-void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u)
+typedef struct {
+    const float *weight;
+    int cin, cout;
+    float *u;
+} pkk_wg_weight_args;
+
+/* Output channels [lo, hi) (up to the 6-row blocks' end) of the transform. */
+static void pkk_wg_transform_rows(long lo, long hi, int thread, const void *args)
 {
+    (void)thread;
     static const double G[6][3] = {
         { 1.0 / 4, 0, 0 },
         { -1.0 / 6, -1.0 / 6, -1.0 / 6 },
@@ -67,16 +73,17 @@ void pkk_winograd_transform_weights(const float *weight, int cin, int cout, floa
         { 1.0 / 24, -1.0 / 12, 1.0 / 6 },
         { 0, 0, 1 },
     };
-    const int blocks = pkk_wg_cout_blocks(cout);
-    const size_t point_stride = (size_t)blocks * PKK_WG_MR * cin;
-    for (int co = 0; co < blocks * PKK_WG_MR; co++) {
+    const pkk_wg_weight_args *a = args;
+    const int cin = a->cin, cout = a->cout;
+    const size_t point_stride = (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * cin;
+    for (long co = lo; co < hi; co++) {
         for (int ci = 0; ci < cin; ci++) {
-            float *dst = u + ((size_t)(co / PKK_WG_MR) * cin + ci) * PKK_WG_MR + co % PKK_WG_MR;
+            float *dst = a->u + ((size_t)(co / PKK_WG_MR) * cin + ci) * PKK_WG_MR + co % PKK_WG_MR;
             if (co >= cout) {
                 for (int p = 0; p < PKK_WG_POINTS; p++) dst[(size_t)p * point_stride] = 0.0f;
                 continue;
             }
-            const float *g = weight + ((size_t)co * cin + ci) * 9;
+            const float *g = a->weight + ((size_t)co * cin + ci) * 9;
             double gg[6][3]; /* G g */
             for (int i = 0; i < 6; i++)
                 for (int c = 0; c < 3; c++)
@@ -88,6 +95,16 @@ void pkk_winograd_transform_weights(const float *weight, int cin, int cout, floa
                 }
         }
     }
+}
+
+/* U[p][cb][ci][r] = (G g G^T)[p] for the 3x3 kernel g = weight[6 cb + r][ci]
+ * (0 for the rows past cout), in double until the final rounding;
+ * OpenMP-parallel over output channels. */
+void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u)
+{
+    const pkk_wg_weight_args a = { weight, cin, cout, u };
+    const long rows = (long)pkk_wg_cout_blocks(cout) * PKK_WG_MR;
+    pkk_run(rows, (size_t)rows * (size_t)cin * PKK_WG_POINTS, pkk_wg_transform_rows, &a);
 }
 
 /* ---- cache of transformed weights ---- */
