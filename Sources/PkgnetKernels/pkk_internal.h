@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+struct pkk_weight_cache; /* pkgnet_kernels.h */
+
 #if defined(__GNUC__)
 #define PKK_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
@@ -38,6 +40,12 @@ int pkk_run_threads(long n, size_t work);
  * own parallel region. */
 void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int kernel, int stride,
                        int pad, size_t c0, int tn, float *col);
+
+/* The cached array of `floats` floats, made by fill(dst, args) on the first
+ * call (weight_cache.c); NULL if memory is short. Safe to race. */
+typedef void (*pkk_weight_fill_fn)(float *dst, const void *args);
+const float *pkk_weight_cache_get(struct pkk_weight_cache *cache, size_t floats, pkk_weight_fill_fn fill,
+                                  const void *args);
 
 /* OpenCV INTER_LINEAR sample positions and fixed-point weights (scale 2048)
  * of one axis resized from n to d pixels (crop.c): output k reads sources

@@ -39,7 +39,6 @@
 #include "pkk_internal.h"
 
 #include <omp.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,44 +109,10 @@ void pkk_winograd_transform_weights(const float *weight, int cin, int cout, floa
     pkk_run(rows, (size_t)rows * (size_t)cin * PKK_WG_POINTS, pkk_wg_transform_rows, &a);
 }
 
-/* ---- cache of transformed weights ---- */
-
-struct pkk_winograd_cache {
-    _Atomic(float *) u;
-};
-
-pkk_winograd_cache *pkk_winograd_cache_new(void)
+static void pkk_wg_fill(float *u, const void *args)
 {
-    pkk_winograd_cache *cache = malloc(sizeof *cache);
-    if (cache != NULL) atomic_init(&cache->u, NULL);
-    return cache;
-}
-
-void pkk_winograd_cache_free(pkk_winograd_cache *cache)
-{
-    if (cache == NULL) return;
-    free(atomic_load(&cache->u));
-    free(cache);
-}
-
-/* The transformed weights, computed on first use. Threads that race here each
- * compute a copy; one is installed and the others are freed, so the cache is
- * lock-free and every caller sees the same array. */
-static const float *pkk_winograd_cache_weights(pkk_winograd_cache *cache, const float *weight,
-                                               int cin, int cout)
-{
-    float *u = atomic_load_explicit(&cache->u, memory_order_acquire);
-    if (u != NULL) return u;
-    float *fresh = NULL;
-    if (posix_memalign((void **)&fresh, 64, sizeof(float) * pkk_winograd_weight_floats(cin, cout)) != 0)
-        return NULL;
-    pkk_winograd_transform_weights(weight, cin, cout, fresh);
-    float *expected = NULL;
-    if (atomic_compare_exchange_strong_explicit(&cache->u, &expected, fresh, memory_order_acq_rel,
-                                                memory_order_acquire))
-        return fresh;
-    free(fresh);
-    return expected;
+    const pkk_wg_weight_args *a = args;
+    pkk_winograd_transform_weights(a->weight, a->cin, a->cout, u);
 }
 
 /* ---- tiles ---- */
@@ -462,7 +427,7 @@ size_t pkk_winograd_scratch_floats(int cin, int cout, int tiles)
 }
 
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
-                         pkk_winograd_cache *cache, const float *weight, const float *bias, int cout,
+                         pkk_weight_cache *cache, const float *weight, const float *bias, int cout,
                          const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)
 {
     if (cache == NULL || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
@@ -484,7 +449,8 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
     if (scratch_floats < pads + per_block) return 0;
     blocks = (scratch_floats - pads) / per_block; /* fewer tiles: no more images */
     if (blocks > needed) blocks = needed;
-    const float *u = pkk_winograd_cache_weights(cache, weight, cin, cout);
+    const pkk_wg_weight_args wa = { weight, cin, cout, NULL };
+    const float *u = pkk_weight_cache_get(cache, pkk_winograd_weight_floats(cin, cout), pkk_wg_fill, &wa);
     if (u == NULL) return 0;
 
     float *v = scratch, *m = v + (size_t)PKK_WG_POINTS * cin * blocks * PKK_WG_NR;

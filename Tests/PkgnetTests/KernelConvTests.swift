@@ -91,7 +91,10 @@ private func referenceConvTranspose2d(_ c: DeconvCase, x: [Float], weight: [Floa
 }
 
 final class KernelConvTests: KernelTestCase {
-    private func run(_ c: ConvCase, scratchColumns: Int?, seed: UInt64,
+    /// `packed`: through pkk_gemm_packed, with scratch for the given columns
+    /// at the padded row stride (tiles of whole 16-column blocks; fewer than
+    /// 16 columns make the kernel fall back to the BLAS).
+    private func run(_ c: ConvCase, scratchColumns: Int?, seed: UInt64, packed: Bool = false,
                      file: StaticString = #filePath, line: UInt = #line) {
         var rng = KernelRNG(seed: seed)
         let cinG = c.cin / c.groups
@@ -105,21 +108,24 @@ final class KernelConvTests: KernelTestCase {
         let expected = referenceConv2d(c, x: x, weight: weight, bias: bias, residual: residual)
 
         let columns = scratchColumns ?? ncols
-        let scratchCount = pkk_conv2d_scratch_floats(Int32(c.cin), Int32(c.groups), Int32(c.kernel), Int32(columns))
+        var scratchCount = pkk_conv2d_scratch_floats(Int32(c.cin), Int32(c.groups), Int32(c.kernel), Int32(columns))
         XCTAssertEqual(scratchCount, kdim * columns, file: file, line: line)
+        if packed { scratchCount = kdim * (columns + 32) }
+        let cache = packed ? pkk_weight_cache_new() : nil
+        defer { pkk_weight_cache_free(cache) }
         // Garbage in the output and scratch: the kernel must overwrite, not accumulate.
         var y = [Float](repeating: .nan, count: c.cout * ncols)
         var scratch = [Float](repeating: 1e30, count: max(scratchCount, 1))
         withOptionalPointer(bias) { biasPtr in
             withOptionalPointer(residual) { residualPtr in
                 pkk_conv2d(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w),
-                           weight, biasPtr, Int32(c.cout),
+                           weight, cache, biasPtr, Int32(c.cout),
                            Int32(c.kernel), Int32(c.stride), Int32(c.pad), Int32(c.groups),
                            residualPtr, c.relu ? 1 : 0,
                            &y, &scratch, scratchCount)
             }
         }
-        assertClose(y, expected, "conv2d \(c) scratch columns \(columns)", file: file, line: line)
+        assertClose(y, expected, "conv2d \(c) scratch columns \(columns) packed \(packed)", file: file, line: line)
     }
 
     private let cases: [ConvCase] = [
@@ -167,6 +173,22 @@ final class KernelConvTests: KernelTestCase {
         pkk_set_threads(0)
     }
 
+    func testConv2dPackedWeights() {
+        // Whole batch, and tiles of 16 and 48 columns (tails of the 6 x 16
+        // blocks in both directions), on 1 and 2 threads.
+        for threads: Int32 in [1, 2] {
+            pkk_set_threads(threads)
+            for (i, c) in cases.enumerated() {
+                for columns in [nil, 16, 48] as [Int?] { run(c, scratchColumns: columns, seed: UInt64(250 + i), packed: true) }
+            }
+        }
+        pkk_set_threads(0)
+        let wide = ConvCase(cin: 64, cout: 70, batch: 2, h: 8, w: 8, kernel: 3, stride: 1, pad: 1, groups: 1,
+                            bias: true, residual: true, relu: true)  // k = 576: three k chunks
+        run(wide, scratchColumns: nil, seed: 260, packed: true)
+        run(wide, scratchColumns: 32, seed: 261, packed: true)
+    }
+
     func testConv2dLargeParallel() {
         // Big enough that im2col and the epilogue open OpenMP regions.
         let c = ConvCase(cin: 16, cout: 8, batch: 4, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1,
@@ -178,7 +200,7 @@ final class KernelConvTests: KernelTestCase {
         run(g, scratchColumns: nil, seed: 302)
     }
 
-    private func run(_ c: DeconvCase, scratchColumns: Int?, seed: UInt64,
+    private func run(_ c: DeconvCase, scratchColumns: Int?, seed: UInt64, packed: Bool = false,
                      file: StaticString = #filePath, line: UInt = #line) {
         var rng = KernelRNG(seed: seed)
         let x = rng.floats(c.cin * c.batch * c.h * c.w)
@@ -186,17 +208,20 @@ final class KernelConvTests: KernelTestCase {
         let bias = c.bias ? rng.floats(c.cout) : nil
         let expected = referenceConvTranspose2d(c, x: x, weight: weight, bias: bias)
         let columns = scratchColumns ?? c.batch * c.h * c.w
-        let scratchCount = pkk_conv_transpose2d_scratch_floats(Int32(c.cout), Int32(c.kernel), Int32(columns))
+        var scratchCount = pkk_conv_transpose2d_scratch_floats(Int32(c.cout), Int32(c.kernel), Int32(columns))
         XCTAssertEqual(scratchCount, c.cout * c.kernel * c.kernel * columns, file: file, line: line)
+        if packed { scratchCount += c.cin * (columns + 32) }  // the staged columns of x
+        let cache = packed ? pkk_weight_cache_new() : nil
+        defer { pkk_weight_cache_free(cache) }
         var y = [Float](repeating: .nan, count: c.cout * c.batch * c.ho * c.wo)
         var scratch = [Float](repeating: 1e30, count: scratchCount)
         withOptionalPointer(bias) { biasPtr in
             pkk_conv_transpose2d(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w),
-                                 weight, biasPtr, Int32(c.cout),
+                                 weight, cache, biasPtr, Int32(c.cout),
                                  Int32(c.kernel), Int32(c.stride), Int32(c.pad), Int32(c.outputPadding),
                                  &y, &scratch, scratchCount)
         }
-        assertClose(y, expected, "conv_transpose2d \(c) scratch columns \(columns)", file: file, line: line)
+        assertClose(y, expected, "conv_transpose2d \(c) scratch columns \(columns) packed \(packed)", file: file, line: line)
     }
 
     func testConvTranspose2d() {
@@ -217,6 +242,7 @@ final class KernelConvTests: KernelTestCase {
             let image = c.h * c.w
             for columns in [nil, 1, 4, 7, image + 3, 2 * image] as [Int?] {
                 run(c, scratchColumns: columns, seed: UInt64(400 + i))
+                run(c, scratchColumns: columns, seed: UInt64(400 + i), packed: true)
             }
         }
         XCTAssertEqual(cases[0].ho, 10)
@@ -227,5 +253,7 @@ final class KernelConvTests: KernelTestCase {
         let c = DeconvCase(cin: 32, cout: 16, batch: 4, h: 8, w: 8, kernel: 3, stride: 2, pad: 1, outputPadding: 1, bias: true)
         run(c, scratchColumns: nil, seed: 500)
         run(c, scratchColumns: 50, seed: 501)
+        run(c, scratchColumns: nil, seed: 502, packed: true)
+        run(c, scratchColumns: 50, seed: 503, packed: true)
     }
 }

@@ -69,8 +69,8 @@ final class KernelWinogradTests: KernelTestCase {
                 let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
                 // Whole batch in one chunk, and chunks of one register block (16 tiles).
                 for chunk in Set([tiles, 16]) {
-                    let cache = pkk_winograd_cache_new()!
-                    defer { pkk_winograd_cache_free(cache) }
+                    let cache = pkk_weight_cache_new()!
+                    defer { pkk_weight_cache_free(cache) }
                     guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
                         XCTFail("\(c): declined with scratch for \(chunk) tiles")
                         continue
@@ -88,8 +88,8 @@ final class KernelWinogradTests: KernelTestCase {
         var results: [[Float]] = []
         for threads: Int32 in [1, 2] {
             pkk_set_threads(threads)
-            let cache = pkk_winograd_cache_new()!
-            defer { pkk_winograd_cache_free(cache) }
+            let cache = pkk_weight_cache_new()!
+            defer { pkk_weight_cache_free(cache) }
             results.append(Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 48)) ?? [])
         }
         pkk_set_threads(0)
@@ -98,8 +98,8 @@ final class KernelWinogradTests: KernelTestCase {
 
     func testDeclinesWhenScratchHoldsLessThanOneBlock() {
         let c = cases[0]
-        let cache = pkk_winograd_cache_new()!
-        defer { pkk_winograd_cache_free(cache) }
+        let cache = pkk_weight_cache_new()!
+        defer { pkk_weight_cache_free(cache) }
         XCTAssertNil(Self.winograd(c, Self.inputs(c, seed: 700), cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 16) - 2 * 8 - 1))
     }
 
@@ -109,11 +109,11 @@ final class KernelWinogradTests: KernelTestCase {
         let input = Self.inputs(c, seed: 800)
         let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
         final class Shared: @unchecked Sendable {  // each thread writes its own slot
-            let cache = pkk_winograd_cache_new()!
+            let cache = pkk_weight_cache_new()!
             let outputs = UnsafeMutableBufferPointer<[Float]>.allocate(capacity: 8)
             init() { outputs.initialize(repeating: []) }
             deinit {
-                pkk_winograd_cache_free(cache)
+                pkk_weight_cache_free(cache)
                 outputs.deallocate()
             }
         }

@@ -11,6 +11,8 @@ import Glibc
 struct FoldedConvolution {
     let weight: [Float]
     let bias: [Float]
+    /// The weights packed for the C GEMM (ungrouped convolutions).
+    let packed = WeightCache()
 }
 
 /// OpenCV's darknet importer folds BatchNorm with this epsilon (darknet's

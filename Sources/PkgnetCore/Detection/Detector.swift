@@ -161,7 +161,7 @@ public final class Detector: @unchecked Sendable {
                             return
                         }
                         pkk_conv2d(pointer(x), Int32(x.shape.channels), 1, Int32(x.shape.height), Int32(x.shape.width),
-                                   w.baseAddress, b.baseAddress, Int32(spec.filters),
+                                   w.baseAddress, weights.packed?.cache, b.baseAddress, Int32(spec.filters),
                                    Int32(spec.size), Int32(spec.stride), Int32(spec.pad), Int32(spec.groups),
                                    residual.map { pointer($0) }, spec.activation == .relu ? 1 : 0,
                                    pointer(y), scratch, network.scratchFloats)

@@ -13,18 +13,18 @@ struct FeatureMap {
     }
 }
 
-/// The Winograd-domain weights of one 3x3 convolution, made on first use and
-/// shared by every session of the model (the C cache installs them
-/// atomically, so concurrent first calls are safe).
-final class WinogradWeights: @unchecked Sendable {
+/// Weights rearranged once for a kernel (a Winograd transform, a GEMM
+/// packing), made on first use and shared by every session of the model (the
+/// C cache installs them atomically, so concurrent first calls are safe).
+final class WeightCache: @unchecked Sendable {
     let cache: OpaquePointer
 
     init?() {
-        guard let cache = pkk_winograd_cache_new() else { return nil }
+        guard let cache = pkk_weight_cache_new() else { return nil }
         self.cache = cache
     }
 
-    deinit { pkk_winograd_cache_free(cache) }
+    deinit { pkk_weight_cache_free(cache) }
 }
 
 /// A convolution with any BatchNorm folded in and an optional fused ReLU.
@@ -42,7 +42,9 @@ struct Conv2D {
     var cap: Float?
     /// Set for 3x3 stride-1 pad-1 ungrouped convolutions, which run as
     /// Winograd F(4x4, 3x3) where the batch has enough tiles.
-    let winograd: WinogradWeights?
+    let winograd: WeightCache?
+    /// The weights packed for the C GEMM, for every other ungrouped call.
+    let packed: WeightCache?
 
     init(weight: [Float], bias: [Float], cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int, groups: Int,
          relu: Bool, cap: Float? = nil) {
@@ -57,7 +59,8 @@ struct Conv2D {
         self.relu = relu
         self.cap = cap
         let eligible = kernel == 3 && stride == 1 && pad == 1 && groups == 1 && cin >= Conv2D.winogradMinChannels
-        winograd = eligible ? WinogradWeights() : nil
+        winograd = eligible ? WeightCache() : nil
+        packed = groups == 1 ? WeightCache() : nil
     }
 
     /// Fewest input channels for Winograd: a shorter reduction leaves the
@@ -87,7 +90,7 @@ struct Conv2D {
                     return
                 }
                 pkk_conv2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
-                           w.baseAddress, b.baseAddress, Int32(cout),
+                           w.baseAddress, packed?.cache, b.baseAddress, Int32(cout),
                            Int32(kernel), Int32(stride), Int32(pad), Int32(groups),
                            residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count)
             }
@@ -142,13 +145,15 @@ struct ConvTranspose2D {
     let bias: [Float]
     let cin: Int
     let cout: Int
+    /// The weights packed for the C GEMM.
+    let packed = WeightCache()
 
     func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, scratch: Scratch) {
         assert(x.channels == cin && y.channels == cout && y.size == 2 * x.size)
         weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
                 pkk_conv_transpose2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
-                                     w.baseAddress, b.baseAddress, Int32(cout), 3, 2, 1, 1,
+                                     w.baseAddress, packed?.cache, b.baseAddress, Int32(cout), 3, 2, 1, 1,
                                      y.data, scratch.data, scratch.count)
             }
         }

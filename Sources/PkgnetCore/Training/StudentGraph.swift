@@ -283,7 +283,7 @@ final class StudentGraph {
             switch op {
             case let .conv(c, x, y):
                 pkk_conv2d(pointer(x, batch: batch), Int32(c.cin), Int32(batch), Int32(x.size), Int32(x.size),
-                           p.value(c.weight), p.value(c.bias), Int32(c.cout), Int32(c.kernel), Int32(c.stride), Int32(c.pad), 1,
+                           p.value(c.weight), nil, p.value(c.bias), Int32(c.cout), Int32(c.kernel), Int32(c.stride), Int32(c.pad), 1,
                            nil, 0, pointer(y, batch: batch), scratch, scratchFloats)
             case let .batchNormReLU(bn, x, y):
                 let n = batch * x.size * x.size
@@ -304,7 +304,7 @@ final class StudentGraph {
                               2, 2, 0, pointer(y, batch: batch))
             case let .convTranspose(c, x, y):
                 pkk_conv_transpose2d(pointer(x, batch: batch), Int32(c.cin), Int32(batch), Int32(x.size), Int32(x.size),
-                                     p.value(c.weight), p.value(c.bias), Int32(c.cout), 3, 2, 1, 1,
+                                     p.value(c.weight), nil, p.value(c.bias), Int32(c.cout), 3, 2, 1, 1,
                                      pointer(y, batch: batch), scratch, scratchFloats)
             }
         }

@@ -49,6 +49,38 @@ void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
 
 /* ---- convolution layers ---- */
 
+/*
+ * Weights rearranged once per layer and kept (weight_cache.c): a Winograd
+ * transform, or a packing for pkk_gemm_packed. Made on a layer's first call
+ * and shared by every thread that runs the layer; freeing NULL is a no-op.
+ * One cache belongs to one weight array and one use.
+ */
+typedef struct pkk_weight_cache pkk_weight_cache;
+pkk_weight_cache *pkk_weight_cache_new(void);
+void pkk_weight_cache_free(pkk_weight_cache *cache);
+
+/*
+ * GEMM against packed weights (packed_gemm.c), for layers whose weights do
+ * not change: C [m][n] (rows ldc apart) = act(A x B + bias [+ residual])
+ *   A        [m][k], packed: pkk_packed_weights or pkk_pack_weights
+ *   B        [k][n], rows ldb apart; ldb >= n rounded up to 16, and columns
+ *            [n, that) readable (their products are computed and dropped:
+ *            zeros keep them cheap); pkk_gemm_packed_ld(n) is the stride
+ *            that keeps B's rows out of each other's L1 sets
+ *   bias     [m] or NULL; residual [m][n] (rows ldc apart) or NULL
+ * OpenMP-parallel over 6 x 16 blocks of C; every element is summed in the
+ * same order whatever the thread count.
+ */
+size_t pkk_packed_weight_floats(int m, int k);
+/* a = A packed, with A[i][j] = w[i * row_stride + j * col_stride]. */
+void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t col_stride, float *a);
+/* The packing of w kept in `cache` (made on first use); NULL if memory is short. */
+const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
+                                size_t col_stride);
+size_t pkk_gemm_packed_ld(int n);
+void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
+                     const float *bias, const float *residual, int relu);
+
 /* Floats of scratch a conv2d needs to process `cols` output columns per tile. */
 size_t pkk_conv2d_scratch_floats(int cin, int groups, int kernel, int cols);
 
@@ -62,10 +94,12 @@ size_t pkk_conv2d_scratch_floats(int cin, int groups, int kernel, int cols);
  *   relu     nonzero: max(0, .)
  * scratch holds the im2col tile: the kernel processes as many output columns
  * per GEMM as fit into scratch_floats (at least one column must fit; a 1x1
- * stride-1 ungrouped conv needs none). OpenMP-parallel, BLAS for the GEMMs.
+ * stride-1 ungrouped conv needs none). OpenMP-parallel. `packed` (or NULL):
+ * for ungrouped convolutions whose weights stay fixed, the cache of their
+ * packing for pkk_gemm_packed, used instead of the BLAS.
  */
 void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
-                const float *weight, const float *bias, int cout,
+                const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
                 int kernel, int stride, int pad, int groups,
                 const float *residual, int relu,
                 float *y, float *scratch, size_t scratch_floats);
@@ -75,20 +109,17 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
  * (winograd.c): same inputs and output as pkk_conv2d with kernel 3, stride 1,
  * pad 1, groups 1; a quarter of the multiplications. The weights' transform
  * (36 x cout x cin floats, four times the 3x3 weights) is made on first use
- * and kept in `cache`, which any number of threads may share. Returns 1 when
- * y is written, 0 when it declined (scratch below 8 tiles' worth when the
- * batch has more, or no memory for the transform): the caller then runs
- * pkk_conv2d. Scratch per tile: pkk_winograd_scratch_floats(cin, cout, 1).
+ * and kept in `cache`. Returns 1 when y is written, 0 when it declined
+ * (scratch below 8 tiles' worth when the batch has more, or no memory for
+ * the transform): the caller then runs pkk_conv2d. Scratch per tile:
+ * pkk_winograd_scratch_floats(cin, cout, 1).
  */
-typedef struct pkk_winograd_cache pkk_winograd_cache;
-pkk_winograd_cache *pkk_winograd_cache_new(void);
-void pkk_winograd_cache_free(pkk_winograd_cache *cache);
 size_t pkk_winograd_weight_floats(int cin, int cout);
 /* u[p][co][ci] = (G g G^T)[p], p = 6 * row + column of the 6x6 transform. */
 void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u);
 size_t pkk_winograd_scratch_floats(int cin, int cout, int tiles);
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
-                         pkk_winograd_cache *cache, const float *weight, const float *bias, int cout,
+                         pkk_weight_cache *cache, const float *weight, const float *bias, int cout,
                          const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
 
 /* Floats of scratch a conv_transpose2d needs for `cols` input columns per tile. */
@@ -100,10 +131,11 @@ size_t pkk_conv_transpose2d_scratch_floats(int cout, int kernel, int cols);
  *   weight [cin][cout][kernel][kernel] (PyTorch layout)
  *   bias   [cout] or NULL
  *   y      [cout][batch][ho][wo], ho = (h-1)*stride - 2*pad + kernel + output_padding
- * Computed as a GEMM (weight^T times x) then a col2im scatter-add.
+ * Computed as a GEMM (weight^T times x) then a col2im scatter-add; the GEMM
+ * uses the packed weights in `packed` when it is not NULL (fixed weights).
  */
 void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
-                          const float *weight, const float *bias, int cout,
+                          const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
                           int kernel, int stride, int pad, int output_padding,
                           float *y, float *scratch, size_t scratch_floats);
 

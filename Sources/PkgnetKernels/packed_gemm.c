@@ -1,0 +1,213 @@
+/*
+ * GEMMs against weights packed once, for the inference convolutions that do
+ * not go through Winograd (1x1, strided, 3x3 on maps with few tiles, the
+ * transposed convolutions).
+ *
+ * Why not the BLAS: a BLAS packs both operands on every call. With a scoring
+ * batch of one cube, the products are thin (16 to 256 columns) and packing
+ * the weights costs as much as multiplying them (perf: OpenBLAS's weight
+ * packing took 15% of a batch-1 call, its kernel 16%). Here the weights are
+ * packed on a layer's first call, in blocks of 6 rows [row block][k][6], and
+ * kept (pkk_weight_cache); the other operand is read in place, so a product
+ * is one pass over the weights.
+ *
+ * C [m][n] = A [m][k] x B [k][n], B row-major with row stride ldb. The caller
+ * picks ldb so that consecutive B rows do not fall into the same L1 sets
+ * (pkk_gemm_packed_ld). Work items are 6 x 16 blocks of C; each thread owns
+ * a contiguous range of them for the whole product and walks k in chunks of
+ * PKK_PG_KC (its A and B slices stay in L1/L2), accumulating in C. Each
+ * element of C is summed by one thread in one fixed order: results do not
+ * depend on the thread count. Bias, residual and ReLU are applied as the
+ * last chunk is stored.
+ */
+#include "pkgnet_kernels.h"
+#include "pkk_internal.h"
+
+#define PKK_PG_MR 6  /* rows per register block */
+#define PKK_PG_NR 16 /* columns per register block */
+#define PKK_PG_KC 256
+/* Weights up to this many floats (256 KiB) stay in L2 for a whole product:
+ * walk C column block by column block (each B block is read once). Larger
+ * ones: row block by row block (each weight is read once per k chunk). */
+#define PKK_PG_SMALL_A 65536
+
+typedef float pkk_v8 __attribute__((vector_size(32)));
+typedef float pkk_v8u __attribute__((vector_size(32), aligned(4)));
+
+static inline int pkk_pg_row_blocks(int m) { return (m + PKK_PG_MR - 1) / PKK_PG_MR; }
+
+size_t pkk_packed_weight_floats(int m, int k)
+{
+    return (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR * (size_t)k;
+}
+
+size_t pkk_gemm_packed_ld(int n)
+{
+    /* a whole number of 16-float blocks, and an odd number of cache lines */
+    size_t ld = ((size_t)n + PKK_PG_NR - 1) / PKK_PG_NR * PKK_PG_NR;
+    if (ld / PKK_PG_NR % 2 == 0) ld += PKK_PG_NR;
+    return ld;
+}
+
+typedef struct {
+    const float *w;
+    int m, k;
+    size_t row_stride, col_stride;
+    float *a;
+} pkk_pack_args;
+
+static void pkk_pack_rows(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    const pkk_pack_args *p = args;
+    for (long cb = lo; cb < hi; cb++)
+        for (int i = 0; i < p->k; i++) {
+            float *dst = p->a + ((size_t)cb * p->k + i) * PKK_PG_MR;
+            for (int r = 0; r < PKK_PG_MR; r++) {
+                const long row = cb * PKK_PG_MR + r;
+                dst[r] = row < p->m ? p->w[(size_t)row * p->row_stride + (size_t)i * p->col_stride] : 0.0f;
+            }
+        }
+}
+
+void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t col_stride, float *a)
+{
+    const pkk_pack_args p = { w, m, k, row_stride, col_stride, a };
+    pkk_run(pkk_pg_row_blocks(m), pkk_packed_weight_floats(m, k), pkk_pack_rows, &p);
+}
+
+typedef struct {
+    const float *w;
+    int m, k;
+    size_t row_stride, col_stride;
+} pkk_pack_source;
+
+static void pkk_pack_fill(float *a, const void *args)
+{
+    const pkk_pack_source *s = args;
+    pkk_pack_weights(s->w, s->m, s->k, s->row_stride, s->col_stride, a);
+}
+
+const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
+                                size_t col_stride)
+{
+    const pkk_pack_source s = { w, m, k, row_stride, col_stride };
+    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(m, k), pkk_pack_fill, &s);
+}
+
+/* ---- kernel ---- */
+
+typedef struct {
+    const float *a, *b, *bias, *residual;
+    float *c;
+    size_t ldb, ldc;
+    int m, n, k, relu, col_blocks, columns_first;
+} pkk_pg_args;
+
+/* acc[r][0..15] = sum_i a[i][r] b[i][0..15] over kc rows of B: twelve
+ * 8-float accumulators, summed in order of i. */
+static inline __attribute__((always_inline)) void pkk_pg_block(int kc, const float *restrict a,
+                                                                const float *restrict b, size_t ldb,
+                                                                pkk_v8 acc[12])
+{
+    pkk_v8 c00 = { 0 }, c01 = { 0 }, c10 = { 0 }, c11 = { 0 }, c20 = { 0 }, c21 = { 0 };
+    pkk_v8 c30 = { 0 }, c31 = { 0 }, c40 = { 0 }, c41 = { 0 }, c50 = { 0 }, c51 = { 0 };
+    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += ldb) {
+        const pkk_v8 b0 = *(const pkk_v8u *)b, b1 = *(const pkk_v8u *)(b + 8);
+        c00 += a[0] * b0; c01 += a[0] * b1;
+        c10 += a[1] * b0; c11 += a[1] * b1;
+        c20 += a[2] * b0; c21 += a[2] * b1;
+        c30 += a[3] * b0; c31 += a[3] * b1;
+        c40 += a[4] * b0; c41 += a[4] * b1;
+        c50 += a[5] * b0; c51 += a[5] * b1;
+    }
+    acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21;
+    acc[6] = c30; acc[7] = c31; acc[8] = c40; acc[9] = c41; acc[10] = c50; acc[11] = c51;
+}
+
+/* The first 8 columns only, for a last block of at most 8 columns. */
+static inline __attribute__((always_inline)) void pkk_pg_half_block(int kc, const float *restrict a,
+                                                                     const float *restrict b, size_t ldb,
+                                                                     pkk_v8 acc[12])
+{
+    pkk_v8 c0 = { 0 }, c1 = { 0 }, c2 = { 0 }, c3 = { 0 }, c4 = { 0 }, c5 = { 0 };
+    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += ldb) {
+        const pkk_v8 b0 = *(const pkk_v8u *)b;
+        c0 += a[0] * b0; c1 += a[1] * b0; c2 += a[2] * b0;
+        c3 += a[3] * b0; c4 += a[4] * b0; c5 += a[5] * b0;
+    }
+    acc[0] = c0; acc[2] = c1; acc[4] = c2; acc[6] = c3; acc[8] = c4; acc[10] = c5;
+}
+
+/* Blocks [lo, hi) of C (row-block-major, or column-block-major for small A),
+ * k chunk by k chunk. */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    const pkk_pg_args *g = args;
+    const int row_blocks = pkk_pg_row_blocks(g->m);
+    pkk_v8 acc[12];
+    for (int k0 = 0; k0 < g->k; k0 += PKK_PG_KC) {
+        const int kc = g->k - k0 < PKK_PG_KC ? g->k - k0 : PKK_PG_KC;
+        const int first = k0 == 0, last = k0 + kc == g->k;
+        for (long item = lo; item < hi; item++) {
+            const int rb = g->columns_first ? (int)(item % row_blocks) : (int)(item / g->col_blocks);
+            const int cb = g->columns_first ? (int)(item / row_blocks) : (int)(item % g->col_blocks);
+            const int r0 = rb * PKK_PG_MR, c0 = cb * PKK_PG_NR;
+            const int rows = g->m - r0 < PKK_PG_MR ? g->m - r0 : PKK_PG_MR;
+            const int cols = g->n - c0 < PKK_PG_NR ? g->n - c0 : PKK_PG_NR;
+            const float *a = g->a + ((size_t)rb * g->k + k0) * PKK_PG_MR;
+            const float *b = g->b + (size_t)k0 * g->ldb + c0;
+            if (cols <= 8) pkk_pg_half_block(kc, a, b, g->ldb, acc);
+            else pkk_pg_block(kc, a, b, g->ldb, acc);
+            for (int r = 0; r < rows; r++) {
+                float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;
+                const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;
+                const float bias = last && g->bias ? g->bias[r0 + r] : 0.0f;
+                if (cols == PKK_PG_NR) {
+                    for (int h = 0; h < 2; h++) {
+                        pkk_v8 v = acc[2 * r + h];
+                        if (!first) v += *(const pkk_v8u *)(crow + 8 * h);
+                        if (last) {
+                            v += bias;
+                            if (res) v += *(const pkk_v8u *)(res + 8 * h);
+                            if (g->relu) v = __builtin_elementwise_max(v, (pkk_v8){ 0 });
+                        }
+                        *(pkk_v8u *)(crow + 8 * h) = v;
+                    }
+                } else {
+                    for (int j = 0; j < cols; j++) {
+                        float v = acc[2 * r + j / 8][j % 8];
+                        if (!first) v += crow[j];
+                        if (last) {
+                            v += bias;
+                            if (res) v += res[j];
+                            if (g->relu && v < 0.0f) v = 0.0f;
+                        }
+                        crow[j] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
+                     const float *bias, const float *residual, int relu)
+{
+    if (m <= 0 || n <= 0) return;
+    const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + PKK_PG_NR - 1) / PKK_PG_NR;
+    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, col_blocks,
+                            pkk_packed_weight_floats(m, k) <= PKK_PG_SMALL_A };
+    if (k <= 0) { /* an empty sum: the epilogue alone */
+        for (int r = 0; r < m; r++)
+            for (int j = 0; j < n; j++) {
+                float v = bias ? bias[r] : 0.0f;
+                if (residual) v += residual[(size_t)r * ldc + j];
+                c[(size_t)r * ldc + j] = relu && v < 0.0f ? 0.0f : v;
+            }
+        return;
+    }
+    pkk_run((long)row_blocks * col_blocks, (size_t)m * n * k, pkk_pg_blocks, &g);
+}
