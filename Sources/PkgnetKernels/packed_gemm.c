@@ -7,18 +7,24 @@
  * batch of one cube, the products are thin (16 to 256 columns) and packing
  * the weights costs as much as multiplying them (perf: OpenBLAS's weight
  * packing took 15% of a batch-1 call, its kernel 16%). Here the weights are
- * packed on a layer's first call, in blocks of 6 rows [row block][k][6], and
- * kept (pkk_weight_cache); the other operand is read in place, so a product
- * is one pass over the weights.
+ * packed on a layer's first call and kept (pkk_weight_cache); the other
+ * operand is read in place.
  *
- * C [m][n] = A [m][k] x B [k][n], B row-major with row stride ldb. The caller
- * picks ldb so that consecutive B rows do not fall into the same L1 sets
- * (pkk_gemm_packed_ld). Work items are 6 x 16 blocks of C; each thread owns
- * a contiguous range of them for the whole product and walks k in chunks of
- * PKK_PG_KC (its A and B slices stay in L1/L2), accumulating in C. Each
- * element of C is summed by one thread in one fixed order: results do not
- * depend on the thread count. Bias, residual and ReLU are applied as the
- * last chunk is stored.
+ * C [m][n] = A [m][k] x B [k][n], B row-major with row stride ldb (the caller
+ * picks one that keeps B's rows out of each other's L1 sets,
+ * pkk_gemm_packed_ld). The register block is 6 rows x 16 columns: per k, six
+ * broadcast weights and two 8-float rows of B. k is cut in chunks of
+ * PKK_PG_KC, and A is packed chunk by chunk, row block by row block
+ * [chunk][row block][kc][6], so the weights of one chunk are one contiguous
+ * stream (a batch-1 product is bound by reading them). In a chunk, the
+ * blocks of C are walked GotoBLAS-style: per group of row blocks (their
+ * weights, PKK_PG_A_BLOCK floats, stay in L2), per column block (its
+ * kc x 16 slice of B stays in L1), every row block of the group.
+ *
+ * Each thread owns a contiguous range of C's blocks (in that walk's order)
+ * for the whole product and accumulates in C chunk after chunk: every
+ * element is summed by one thread in one order, whatever the thread count.
+ * Bias, residual and ReLU are applied as the last chunk is stored.
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
@@ -26,10 +32,8 @@
 #define PKK_PG_MR 6  /* rows per register block */
 #define PKK_PG_NR 16 /* columns per register block */
 #define PKK_PG_KC 256
-/* Weights up to this many floats (256 KiB) stay in L2 for a whole product:
- * walk C column block by column block (each B block is read once). Larger
- * ones: row block by row block (each weight is read once per k chunk). */
-#define PKK_PG_SMALL_A 65536
+/* Weights per group of row blocks: 256 KiB, a quarter of L2. */
+#define PKK_PG_A_BLOCK 65536
 
 typedef float pkk_v8 __attribute__((vector_size(32)));
 typedef float pkk_v8u __attribute__((vector_size(32), aligned(4)));
@@ -56,18 +60,24 @@ typedef struct {
     float *a;
 } pkk_pack_args;
 
+/* Row blocks [lo, hi): A[row][i] at [chunk][row block][i - chunk start][6]. */
 static void pkk_pack_rows(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const pkk_pack_args *p = args;
-    for (long cb = lo; cb < hi; cb++)
-        for (int i = 0; i < p->k; i++) {
-            float *dst = p->a + ((size_t)cb * p->k + i) * PKK_PG_MR;
-            for (int r = 0; r < PKK_PG_MR; r++) {
-                const long row = cb * PKK_PG_MR + r;
-                dst[r] = row < p->m ? p->w[(size_t)row * p->row_stride + (size_t)i * p->col_stride] : 0.0f;
+    const size_t rows = (size_t)pkk_pg_row_blocks(p->m) * PKK_PG_MR;
+    for (int k0 = 0; k0 < p->k; k0 += PKK_PG_KC) {
+        const int kc = p->k - k0 < PKK_PG_KC ? p->k - k0 : PKK_PG_KC;
+        for (long cb = lo; cb < hi; cb++)
+            for (int i = 0; i < kc; i++) {
+                float *dst = p->a + (size_t)k0 * rows + ((size_t)cb * kc + i) * PKK_PG_MR;
+                for (int r = 0; r < PKK_PG_MR; r++) {
+                    const long row = cb * PKK_PG_MR + r;
+                    dst[r] = row < p->m ? p->w[(size_t)row * p->row_stride + (size_t)(k0 + i) * p->col_stride]
+                                        : 0.0f;
+                }
             }
-        }
+    }
 }
 
 void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t col_stride, float *a)
@@ -101,19 +111,18 @@ typedef struct {
     const float *a, *b, *bias, *residual;
     float *c;
     size_t ldb, ldc;
-    int m, n, k, relu, col_blocks, columns_first;
+    int m, n, k, relu, col_blocks, group; /* group: row blocks per L2 group */
 } pkk_pg_args;
 
-/* acc[r][0..15] = sum_i a[i][r] b[i][0..15] over kc rows of B: twelve
- * 8-float accumulators, summed in order of i. */
+/* acc[r][0..15] = sum_i a[i][r] b[i][0..15] over a kc x 16 panel of B:
+ * twelve 8-float accumulators, summed in order of i. */
 static inline __attribute__((always_inline)) void pkk_pg_block(int kc, const float *restrict a,
-                                                                const float *restrict b, size_t ldb,
-                                                                pkk_v8 acc[12])
+                                                                const float *restrict b, pkk_v8 acc[12])
 {
     pkk_v8 c00 = { 0 }, c01 = { 0 }, c10 = { 0 }, c11 = { 0 }, c20 = { 0 }, c21 = { 0 };
     pkk_v8 c30 = { 0 }, c31 = { 0 }, c40 = { 0 }, c41 = { 0 }, c50 = { 0 }, c51 = { 0 };
-    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += ldb) {
-        const pkk_v8 b0 = *(const pkk_v8u *)b, b1 = *(const pkk_v8u *)(b + 8);
+    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += PKK_PG_NR) {
+        const pkk_v8 b0 = *(const pkk_v8 *)b, b1 = *(const pkk_v8 *)(b + 8);
         c00 += a[0] * b0; c01 += a[0] * b1;
         c10 += a[1] * b0; c11 += a[1] * b1;
         c20 += a[2] * b0; c21 += a[2] * b1;
@@ -127,40 +136,56 @@ static inline __attribute__((always_inline)) void pkk_pg_block(int kc, const flo
 
 /* The first 8 columns only, for a last block of at most 8 columns. */
 static inline __attribute__((always_inline)) void pkk_pg_half_block(int kc, const float *restrict a,
-                                                                     const float *restrict b, size_t ldb,
-                                                                     pkk_v8 acc[12])
+                                                                     const float *restrict b, pkk_v8 acc[12])
 {
     pkk_v8 c0 = { 0 }, c1 = { 0 }, c2 = { 0 }, c3 = { 0 }, c4 = { 0 }, c5 = { 0 };
-    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += ldb) {
-        const pkk_v8 b0 = *(const pkk_v8u *)b;
+    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += PKK_PG_NR) {
+        const pkk_v8 b0 = *(const pkk_v8 *)b;
         c0 += a[0] * b0; c1 += a[1] * b0; c2 += a[2] * b0;
         c3 += a[3] * b0; c4 += a[4] * b0; c5 += a[5] * b0;
     }
     acc[0] = c0; acc[2] = c1; acc[4] = c2; acc[6] = c3; acc[8] = c4; acc[10] = c5;
 }
 
-/* Blocks [lo, hi) of C (row-block-major, or column-block-major for small A),
- * k chunk by k chunk. */
+/* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
+ * block, row block), k chunk by k chunk. */
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const pkk_pg_args *g = args;
     const int row_blocks = pkk_pg_row_blocks(g->m);
+    const size_t group_items = (size_t)g->group * g->col_blocks;
+    /* The kc x 16 slice of B the current column block reads, copied into one
+     * contiguous, aligned panel: B's rows are ldb apart, up to a page each,
+     * and a kernel walking them directly loses a fifth to TLB misses. */
+    float panel[PKK_PG_KC * PKK_PG_NR] __attribute__((aligned(64)));
+    long panel_of = -1; /* column block held, for the current chunk */
     pkk_v8 acc[12];
     for (int k0 = 0; k0 < g->k; k0 += PKK_PG_KC) {
         const int kc = g->k - k0 < PKK_PG_KC ? g->k - k0 : PKK_PG_KC;
         const int first = k0 == 0, last = k0 + kc == g->k;
+        const float *a_chunk = g->a + (size_t)k0 * row_blocks * PKK_PG_MR;
+        panel_of = -1;
         for (long item = lo; item < hi; item++) {
-            const int rb = g->columns_first ? (int)(item % row_blocks) : (int)(item / g->col_blocks);
-            const int cb = g->columns_first ? (int)(item / row_blocks) : (int)(item % g->col_blocks);
+            const int g0 = (int)((size_t)item / group_items) * g->group;
+            const int in_group = row_blocks - g0 < g->group ? row_blocks - g0 : g->group;
+            const size_t r = (size_t)item % group_items;
+            const int cb = (int)(r / (size_t)in_group), rb = g0 + (int)(r % (size_t)in_group);
             const int r0 = rb * PKK_PG_MR, c0 = cb * PKK_PG_NR;
             const int rows = g->m - r0 < PKK_PG_MR ? g->m - r0 : PKK_PG_MR;
             const int cols = g->n - c0 < PKK_PG_NR ? g->n - c0 : PKK_PG_NR;
-            const float *a = g->a + ((size_t)rb * g->k + k0) * PKK_PG_MR;
-            const float *b = g->b + (size_t)k0 * g->ldb + c0;
-            if (cols <= 8) pkk_pg_half_block(kc, a, b, g->ldb, acc);
-            else pkk_pg_block(kc, a, b, g->ldb, acc);
+            const float *a = a_chunk + (size_t)rb * kc * PKK_PG_MR;
+            if (panel_of != cb) {
+                const float *b = g->b + (size_t)k0 * g->ldb + c0;
+                for (int i = 0; i < kc; i++) {
+                    *(pkk_v8 *)(panel + i * PKK_PG_NR) = *(const pkk_v8u *)(b + (size_t)i * g->ldb);
+                    *(pkk_v8 *)(panel + i * PKK_PG_NR + 8) = *(const pkk_v8u *)(b + (size_t)i * g->ldb + 8);
+                }
+                panel_of = cb;
+            }
+            if (cols <= 8) pkk_pg_half_block(kc, a, panel, acc);
+            else pkk_pg_block(kc, a, panel, acc);
             for (int r = 0; r < rows; r++) {
                 float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;
                 const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;
@@ -198,8 +223,9 @@ void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t
 {
     if (m <= 0 || n <= 0) return;
     const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + PKK_PG_NR - 1) / PKK_PG_NR;
-    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, col_blocks,
-                            pkk_packed_weight_floats(m, k) <= PKK_PG_SMALL_A };
+    int group = PKK_PG_A_BLOCK / (PKK_PG_KC * PKK_PG_MR);
+    if (group > row_blocks) group = row_blocks;
+    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, col_blocks, group };
     if (k <= 0) { /* an empty sum: the epilogue alone */
         for (int r = 0; r < m; r++)
             for (int j = 0; j < n; j++) {
