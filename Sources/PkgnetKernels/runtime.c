@@ -241,6 +241,27 @@ void pkk_run(long n, size_t work, pkk_range_fn fn, const void *args)
     }
 }
 
+void pkk_parallel_tasks(long n, int workers, pkk_task_fn fn, void *ctx)
+{
+    if (n <= 0) return;
+    if (workers > n) workers = (int)n;
+    if (workers <= 1) {
+        for (long i = 0; i < n; i++) fn(i, 0, ctx);
+        return;
+    }
+#pragma omp parallel num_threads(workers)
+    {
+        /* This implicit task's own ICV: the kernels a task calls open
+         * one-thread regions (the enclosing thread's count is untouched). */
+        omp_set_num_threads(1);
+        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const long q = n / nt, r = n % nt;
+        const long lo = t * q + (t < r ? t : r);
+        const long hi = lo + q + (t < r ? 1 : 0);
+        for (long i = lo; i < hi; i++) fn(i, (int)t, ctx);
+    }
+}
+
 /* ---- GEMM ---- */
 
 /* Plain reference GEMM, only used if the BLAS is missing (callers must have

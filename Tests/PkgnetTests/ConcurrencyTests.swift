@@ -89,6 +89,38 @@ final class ConcurrencyTests: XCTestCase {
         }
     }
 
+    /// Narrow models score micro-batches side by side, one per thread; 40
+    /// cubes then run as 4 x 10 on 2 threads and as 3 x 13-14 on one. A
+    /// cube's scores must not depend on that.
+    func testSideBySideMicroBatchesMatchOneThread() throws {
+        let model = try Model(path: Fixtures.randomModel().path)
+        XCTAssertLessThanOrEqual(model.multiplyAddsPerCube, Session.maxSideBySideMultiplyAdds, "the fixture should be narrow")
+        let n = 40
+        let input = cubes(channels: 3, seed: 21) + cubes(channels: 3, seed: 22)
+        let one = try ConcurrencyTests.score(Session(model: model, threads: 1), input, count: n)
+        let two = try ConcurrencyTests.score(Session(model: model, threads: 2), input, count: n)
+        XCTAssertTrue(two == one, "2 threads differ from 1 in \(zip(two, one).filter { $0 != $1 }.count) values")
+    }
+
+    /// An error in one side-by-side micro-batch: the call fails naming the
+    /// cube, and the micro-batches the other thread finished keep their scores.
+    func testSideBySideErrorKeepsFinishedMicroBatches() throws {
+        let model = try Model(path: Fixtures.randomModel().path)
+        let n = 40, elements = 5 * 3 * 32 * 32
+        var input = [Float](repeating: 0.5, count: n * elements)
+        input[37 * elements + 100] = .nan
+        let scores = OutputBuffer(n)
+        var outputs = ScoreOutputs()
+        outputs.predictionError = scores.pointer
+        let session = try Session(model: model, threads: 2)
+        XCTAssertThrowsError(try input.withUnsafeBufferPointer { try session.score(.f32($0.baseAddress!), count: n, into: outputs) }) { error in
+            XCTAssertEqual((error as? PkgnetError)?.status, .invalidArgument)
+            XCTAssertTrue("\(error)".contains("cube 37"), "\(error)")
+        }
+        // 4 micro-batches of 10: thread 0 runs 0-9 and 10-19, thread 1 20-29 and (failing) 30-39.
+        XCTAssertTrue(scores.values[0..<30].allSatisfy { $0.isFinite }, "finished micro-batches lost their scores")
+    }
+
     /// A small clip with a moving square and detector boxes, and everything a
     /// stream reports for it, flattened to bit patterns.
     private static func runClip(_ stream: PkgnetCore.Stream, frames: Int = 9, width: Int = 64, height: Int = 48) throws -> [UInt32] {

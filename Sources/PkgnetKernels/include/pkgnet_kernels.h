@@ -41,6 +41,13 @@ int pkk_default_threads(void);
  * every scoring call (omp_set_num_threads is per thread). */
 void pkk_set_threads(int threads);
 
+/* Runs fn(i, worker, ctx) for every i in [0, n) on up to `workers` OpenMP
+ * threads, each taking a contiguous range of i in order, worker = its index;
+ * the kernels a task calls run on that one thread. Batch parallelism: each
+ * worker owns its buffers, and no sum depends on how tasks are shared. */
+typedef void (*pkk_task_fn)(long i, int worker, void *ctx);
+void pkk_parallel_tasks(long n, int workers, pkk_task_fn fn, void *ctx);
+
 /* Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C.
  * op(A) is M x K, op(B) is K x N. pkk_runtime_init must have succeeded. */
 void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
