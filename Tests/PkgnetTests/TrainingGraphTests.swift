@@ -30,6 +30,7 @@ final class TrainingGraphTests: XCTestCase {
             ? [("bottleneck", 16), ("d8", 5), ("e16", 3)] : [("bottleneck", 7), ("d32", 2)]
         let graph = try StudentGraph(k: k, width: 2, channels: 1, inputFrames: 4, pairs: pairs, maxBatch: 4,
                                      batchStatistics: batchStatistics, threads: 2)
+        graph.winogradForward = false  // Winograd's extra rounding swamps the batch-statistics differences
         graph.initialize(seed: 7)
         let batch = 3
         var random = SeededRandom(seed: 11)
@@ -95,6 +96,37 @@ final class TrainingGraphTests: XCTestCase {
     func testGradientsK1FixedBatchNorm() throws { try check(k: 1, batchStatistics: false) }
     func testGradientsK2BatchStatistics() throws { try check(k: 2, batchStatistics: true) }
     func testGradientsK1BatchStatistics() throws { try check(k: 1, batchStatistics: true) }
+
+    /// The Winograd forward against the direct one, on a graph wide enough
+    /// (w=8: 8 to 64 channels) that every 3x3 same convolution past the
+    /// first takes it.
+    func testWinogradForwardMatchesDirect() throws {
+        for k in [1, 2] {
+            let graph = try StudentGraph(k: k, width: 8, channels: 3, inputFrames: 4, pairs: [("d8", 32)], maxBatch: 2,
+                                         batchStatistics: false, threads: 2)
+            graph.initialize(seed: 3)
+            let batch = 2
+            var random = SeededRandom(seed: 5)
+            let input = graph.pointer(graph.input, batch: batch)
+            for i in 0..<(graph.inputChannels * batch * 1024) { input[i] = Float(random.uniform()) }
+            let outputs = [graph.prediction!] + graph.pairOutputs
+            func run(_ winograd: Bool) -> [[Float]] {
+                graph.winogradForward = winograd
+                graph.forward(batch: batch)
+                return outputs.map { map in
+                    let p = graph.pointer(map, batch: batch)
+                    return Array(UnsafeBufferPointer(start: p, count: map.channels * batch * map.size * map.size))
+                }
+            }
+            let direct = run(false), winograd = run(true)
+            for (d, w) in zip(direct, winograd) {
+                XCTAssertNotEqual(d, w, "k=\(k): the Winograd path did not run")
+                let scale = d.map { abs(Double($0)) }.max()!
+                let worst = zip(d, w).map { abs(Double($0) - Double($1)) }.max()!
+                XCTAssertLessThan(worst, 1e-5 * scale, "k=\(k): Winograd forward differs by \(worst) (scale \(scale))")
+            }
+        }
+    }
 
     /// The published initialisation's statistics, per tensor kind.
     func testInitialisationFollowsThePublishedRecipe() throws {
