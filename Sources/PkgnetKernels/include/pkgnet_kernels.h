@@ -119,7 +119,8 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
  * and kept in `cache`. Returns 1 when y is written, 0 when it declined
  * (scratch below 8 tiles' worth when the batch has more, or no memory for
  * the transform): the caller then runs pkk_conv2d. Scratch per tile:
- * pkk_winograd_scratch_floats(cin, cout, 1).
+ * pkk_winograd_scratch_floats(cin, cout, 1). y may be the residual itself
+ * (each element is read before it is written: y += conv).
  */
 size_t pkk_winograd_weight_floats(int cin, int cout);
 /* u[p][co][ci] = (G g G^T)[p], p = 6 * row + column of the 6x6 transform. */
