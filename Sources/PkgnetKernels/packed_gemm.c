@@ -160,13 +160,12 @@ static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
      * contiguous, aligned panel: B's rows are ldb apart, up to a page each,
      * and a kernel walking them directly loses a fifth to TLB misses. */
     float panel[PKK_PG_KC * PKK_PG_NR] __attribute__((aligned(64)));
-    long panel_of = -1; /* column block held, for the current chunk */
     pkk_v8 acc[12];
     for (int k0 = 0; k0 < g->k; k0 += PKK_PG_KC) {
         const int kc = g->k - k0 < PKK_PG_KC ? g->k - k0 : PKK_PG_KC;
         const int first = k0 == 0, last = k0 + kc == g->k;
         const float *a_chunk = g->a + (size_t)k0 * row_blocks * PKK_PG_MR;
-        panel_of = -1;
+        int panel_of = -1; /* the column block whose slice of this chunk the panel holds */
         for (long item = lo; item < hi; item++) {
             const int g0 = (int)((size_t)item / group_items) * g->group;
             const int in_group = row_blocks - g0 < g->group ? row_blocks - g0 : g->group;
