@@ -12,7 +12,7 @@
  *
  * C [m][n] = A [m][k] x B [k][n], B row-major with row stride ldb (the caller
  * picks one that keeps B's rows out of each other's L1 sets,
- * pkk_gemm_packed_ld). The register block is 6 rows x 16 columns: per k, six
+ * pkk_gemm_packed_ld). The register block is pkk_block_6x16: per k, six
  * broadcast weights and two 8-float rows of B. k is cut in chunks of
  * PKK_PG_KC, and A is packed chunk by chunk, row block by row block
  * [chunk][row block][kc][6], so the weights of one chunk are one contiguous
@@ -28,15 +28,13 @@
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
+#include "pkk_microkernel.h"
 
 #define PKK_PG_MR 6  /* rows per register block */
 #define PKK_PG_NR 16 /* columns per register block */
 #define PKK_PG_KC 256
 /* Weights per group of row blocks: 256 KiB, a quarter of L2. */
 #define PKK_PG_A_BLOCK 65536
-
-typedef float pkk_v8 __attribute__((vector_size(32)));
-typedef float pkk_v8u __attribute__((vector_size(32), aligned(4)));
 
 static inline int pkk_pg_row_blocks(int m) { return (m + PKK_PG_MR - 1) / PKK_PG_MR; }
 
@@ -114,39 +112,6 @@ typedef struct {
     int m, n, k, relu, col_blocks, group; /* group: row blocks per L2 group */
 } pkk_pg_args;
 
-/* acc[r][0..15] = sum_i a[i][r] b[i][0..15] over a kc x 16 panel of B:
- * twelve 8-float accumulators, summed in order of i. */
-static inline __attribute__((always_inline)) void pkk_pg_block(int kc, const float *restrict a,
-                                                                const float *restrict b, pkk_v8 acc[12])
-{
-    pkk_v8 c00 = { 0 }, c01 = { 0 }, c10 = { 0 }, c11 = { 0 }, c20 = { 0 }, c21 = { 0 };
-    pkk_v8 c30 = { 0 }, c31 = { 0 }, c40 = { 0 }, c41 = { 0 }, c50 = { 0 }, c51 = { 0 };
-    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += PKK_PG_NR) {
-        const pkk_v8 b0 = *(const pkk_v8 *)b, b1 = *(const pkk_v8 *)(b + 8);
-        c00 += a[0] * b0; c01 += a[0] * b1;
-        c10 += a[1] * b0; c11 += a[1] * b1;
-        c20 += a[2] * b0; c21 += a[2] * b1;
-        c30 += a[3] * b0; c31 += a[3] * b1;
-        c40 += a[4] * b0; c41 += a[4] * b1;
-        c50 += a[5] * b0; c51 += a[5] * b1;
-    }
-    acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21;
-    acc[6] = c30; acc[7] = c31; acc[8] = c40; acc[9] = c41; acc[10] = c50; acc[11] = c51;
-}
-
-/* The first 8 columns only, for a last block of at most 8 columns. */
-static inline __attribute__((always_inline)) void pkk_pg_half_block(int kc, const float *restrict a,
-                                                                     const float *restrict b, pkk_v8 acc[12])
-{
-    pkk_v8 c0 = { 0 }, c1 = { 0 }, c2 = { 0 }, c3 = { 0 }, c4 = { 0 }, c5 = { 0 };
-    for (int i = 0; i < kc; i++, a += PKK_PG_MR, b += PKK_PG_NR) {
-        const pkk_v8 b0 = *(const pkk_v8 *)b;
-        c0 += a[0] * b0; c1 += a[1] * b0; c2 += a[2] * b0;
-        c3 += a[3] * b0; c4 += a[4] * b0; c5 += a[5] * b0;
-    }
-    acc[0] = c0; acc[2] = c1; acc[4] = c2; acc[6] = c3; acc[8] = c4; acc[10] = c5;
-}
-
 /* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
  * block, row block), k chunk by k chunk. */
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -183,8 +148,8 @@ static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
                 }
                 panel_of = cb;
             }
-            if (cols <= 8) pkk_pg_half_block(kc, a, panel, acc);
-            else pkk_pg_block(kc, a, panel, acc);
+            if (cols <= 8) pkk_block_6x8(kc, a, panel, acc);
+            else pkk_block_6x16(kc, a, panel, acc);
             for (int r = 0; r < rows; r++) {
                 float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;
                 const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;

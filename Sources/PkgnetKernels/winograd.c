@@ -14,10 +14,11 @@
  * channels, transform points, output channels), so no sum depends on the
  * thread count.
  *
- * The GEMMs are this file's own: the operands are laid out for a 6 x 16
- * register block from the start (U in blocks of 6 output channels, V and M
- * in blocks of 16 tiles), so nothing is packed or zeroed per call, which is
- * where a BLAS spends a third of its time on these shapes.
+ * The GEMMs are the library's own 6 x 16 register block (pkk_block_6x16 in
+ * pkk_microkernel.h), with the operands laid out for it from the start (U in
+ * blocks of 6 output channels, V and M in blocks of 16 tiles), so nothing is
+ * packed or zeroed per call, which is where a BLAS spends a third of its
+ * time on these shapes.
  *
  * The transforms work on 8 tiles at once, one 8-float vector per value: the
  * tiles' 6x6 patches come from zero-padded copies of the input planes (so
@@ -37,6 +38,7 @@
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
+#include "pkk_microkernel.h"
 
 #include <omp.h>
 #include <stdint.h>
@@ -155,8 +157,6 @@ static inline void pkk_tile_next(const pkk_wg_args *a, pkk_tile *tile)
 
 /* ---- input transform ---- */
 
-typedef float pkk_v8 __attribute__((vector_size(32)));
-typedef float pkk_v8u __attribute__((vector_size(32), aligned(4))); /* unaligned access */
 typedef int pkk_i8 __attribute__((vector_size(32)));
 
 /* Columns c = 0..7 of the 8 x 8 matrix with rows r[0..7], in 24 shuffles
@@ -283,42 +283,6 @@ static void pkk_wg_input(long lo, long hi, int thread, const void *args)
 
 /* ---- GEMMs ---- */
 
-/* m[r][0..15] = sum_i u[i][r] v[i][0..15] for r < 6: a 6 x 16 block of M in
- * twelve 8-float accumulators (AVX2 registers; two SSE halves each on the
- * baseline), summed over i in order. */
-static inline __attribute__((always_inline)) void pkk_wg_block(int k, const float *restrict u, const float *restrict v, float *restrict m)
-{
-    pkk_v8 c00 = { 0 }, c01 = { 0 }, c10 = { 0 }, c11 = { 0 }, c20 = { 0 }, c21 = { 0 };
-    pkk_v8 c30 = { 0 }, c31 = { 0 }, c40 = { 0 }, c41 = { 0 }, c50 = { 0 }, c51 = { 0 };
-    for (int i = 0; i < k; i++, u += PKK_WG_MR, v += PKK_WG_NR) {
-        const pkk_v8 b0 = *(const pkk_v8 *)v, b1 = *(const pkk_v8 *)(v + 8);
-        c00 += u[0] * b0; c01 += u[0] * b1;
-        c10 += u[1] * b0; c11 += u[1] * b1;
-        c20 += u[2] * b0; c21 += u[2] * b1;
-        c30 += u[3] * b0; c31 += u[3] * b1;
-        c40 += u[4] * b0; c41 += u[4] * b1;
-        c50 += u[5] * b0; c51 += u[5] * b1;
-    }
-    pkk_v8 *out = (pkk_v8 *)m;
-    out[0] = c00; out[1] = c01; out[2] = c10; out[3] = c11; out[4] = c20; out[5] = c21;
-    out[6] = c30; out[7] = c31; out[8] = c40; out[9] = c41; out[10] = c50; out[11] = c51;
-}
-
-/* The first 8 columns of pkk_wg_block, for a chunk's last block when it
- * holds at most 8 tiles (small batches): half the work of a full block. */
-static inline __attribute__((always_inline)) void pkk_wg_half_block(int k, const float *restrict u,
-                                                                     const float *restrict v, float *restrict m)
-{
-    pkk_v8 c0 = { 0 }, c1 = { 0 }, c2 = { 0 }, c3 = { 0 }, c4 = { 0 }, c5 = { 0 };
-    for (int i = 0; i < k; i++, u += PKK_WG_MR, v += PKK_WG_NR) {
-        const pkk_v8 b0 = *(const pkk_v8 *)v;
-        c0 += u[0] * b0; c1 += u[1] * b0; c2 += u[2] * b0;
-        c3 += u[3] * b0; c4 += u[4] * b0; c5 += u[5] * b0;
-    }
-    pkk_v8 *out = (pkk_v8 *)m;
-    out[0] = c0; out[2] = c1; out[4] = c2; out[6] = c3; out[8] = c4; out[10] = c5;
-}
-
 /* M[p] = U[p] x V[p] for transform points [lo, hi): per block of 6 output
  * channels (its U panel stays in L1), every block of 16 tiles of the chunk. */
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -336,8 +300,14 @@ static void pkk_wg_products(long lo, long hi, int thread, const void *args)
             for (int tb = 0; tb < used; tb++) {
                 const float *ub = up + (size_t)cb * a->cin * PKK_WG_MR, *vb = vp + (size_t)tb * a->cin * PKK_WG_NR;
                 float *mb = mp + ((size_t)tb * rows + (size_t)cb * PKK_WG_MR) * PKK_WG_NR;
-                if (a->tn - tb * PKK_WG_NR <= PKK_WG_LANES) pkk_wg_half_block(a->cin, ub, vb, mb);
-                else pkk_wg_block(a->cin, ub, vb, mb);
+                pkk_v8 acc[12], *out = (pkk_v8 *)mb;
+                if (a->tn - tb * PKK_WG_NR <= PKK_WG_LANES) { /* at most 8 tiles left: half a block */
+                    pkk_block_6x8(a->cin, ub, vb, acc);
+                    for (int j = 0; j < 12; j += 2) out[j] = acc[j];
+                } else {
+                    pkk_block_6x16(a->cin, ub, vb, acc);
+                    for (int j = 0; j < 12; j++) out[j] = acc[j];
+                }
             }
     }
 }

@@ -23,6 +23,12 @@ final class TrainingGraphTests: XCTestCase {
         return total
     }
 
+    /// Random cube frames in [0, 1) for the graph's input.
+    private static func fillInput(_ graph: StudentGraph, batch: Int, _ random: inout SeededRandom) {
+        let input = graph.pointer(graph.input, batch: batch)
+        for i in 0..<(graph.inputChannels * batch * 1024) { input[i] = Float(random.uniform()) }
+    }
+
     private func check(k: Int, batchStatistics: Bool, file: StaticString = #filePath, line: UInt = #line) throws {
         // Width 2 keeps the network small; batch 3 below a maxBatch of 4 moves
         // every concatenation half away from where a full batch puts it.
@@ -34,8 +40,7 @@ final class TrainingGraphTests: XCTestCase {
         graph.initialize(seed: 7)
         let batch = 3
         var random = SeededRandom(seed: 11)
-        let input = graph.pointer(graph.input, batch: batch)
-        for i in 0..<(graph.inputChannels * batch * 1024) { input[i] = Float(random.uniform()) }
+        Self.fillInput(graph, batch: batch, &random)
         let outputs = [graph.prediction!] + graph.pairOutputs
         let weights = outputs.map { map in
             (0..<(map.channels * batch * map.size * map.size)).map { _ in Float(random.uniform(-1, 1)) }
@@ -107,8 +112,7 @@ final class TrainingGraphTests: XCTestCase {
             graph.initialize(seed: 3)
             let batch = 2
             var random = SeededRandom(seed: 5)
-            let input = graph.pointer(graph.input, batch: batch)
-            for i in 0..<(graph.inputChannels * batch * 1024) { input[i] = Float(random.uniform()) }
+            Self.fillInput(graph, batch: batch, &random)
             let outputs = [graph.prediction!] + graph.pairOutputs
             func run(_ winograd: Bool) -> [[Float]] {
                 graph.winogradForward = winograd
