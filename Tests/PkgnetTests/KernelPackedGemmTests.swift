@@ -10,7 +10,7 @@ final class KernelPackedGemmTests: KernelTestCase {
 
     /// Rows that are not multiples of the 6-row block, columns around the
     /// 8/16 block sizes, k over one and several 256-long chunks, small and
-    /// large A (the two walk orders).
+    /// large A (50 row blocks: two L2 groups of the walk).
     private let cases: [Case] = [
         Case(m: 1, n: 1, k: 1, bias: true, residual: false, relu: false),
         Case(m: 5, n: 8, k: 3, bias: false, residual: true, relu: true),
@@ -18,7 +18,7 @@ final class KernelPackedGemmTests: KernelTestCase {
         Case(m: 7, n: 16, k: 257, bias: true, residual: false, relu: true),
         Case(m: 13, n: 17, k: 600, bias: false, residual: false, relu: false),
         Case(m: 64, n: 40, k: 64, bias: true, residual: true, relu: true),
-        Case(m: 300, n: 33, k: 300, bias: true, residual: true, relu: true),  // A over 256 KiB
+        Case(m: 300, n: 33, k: 300, bias: true, residual: true, relu: true),  // two row-block groups, two k chunks
     ]
 
     /// C [m][n] inside rows ldc = n + 5 wide (the gaps must stay untouched);
