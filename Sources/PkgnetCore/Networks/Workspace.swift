@@ -14,12 +14,17 @@ final class Workspace {
     /// hundred columns at the largest reduction (512 channels x 3 x 3), small
     /// enough to stay near the caches and within the memory budget.
     static let scratchFloats = 2 << 20
+    /// Scratch for narrow models scored side by side (2 MiB): their largest
+    /// Winograd chunk wants about 5 MiB, and cut in smaller chunks on one
+    /// thread it costs nothing measurable, while each thread's workspace
+    /// counts against the memory budget.
+    static let narrowScratchFloats = 1 << 19
 
     private var buffers: [String: (data: UnsafeMutablePointer<Float>, count: Int)] = [:]
     let scratch: Scratch
 
-    init() throws {
-        scratch = Scratch(data: try Workspace.allocate(Workspace.scratchFloats), count: Workspace.scratchFloats)
+    init(scratchFloats: Int = Workspace.scratchFloats) throws {
+        scratch = Scratch(data: try Workspace.allocate(scratchFloats), count: scratchFloats)
     }
 
     deinit {

@@ -58,8 +58,8 @@ public final class Session: @unchecked Sendable {
     public init(model: Model, threads: Int) throws {
         self.model = model
         self.threads = try Session.resolve(threads: threads)
-        workspaces = [try Workspace()]
         sideBySide = model.multiplyAddsPerCube <= Session.maxSideBySideMultiplyAdds
+        workspaces = [try Workspace(scratchFloats: sideBySide ? Workspace.narrowScratchFloats : Workspace.scratchFloats)]
     }
 
     public func setThreads(_ threads: Int) throws {
@@ -116,7 +116,7 @@ public final class Session: @unchecked Sendable {
                 }
                 return
             }
-            while workspaces.count < workers { workspaces.append(try Workspace()) }
+            while workspaces.count < workers { workspaces.append(try Workspace(scratchFloats: Workspace.narrowScratchFloats)) }
             try scoreSideBySide(input, starts: starts, sizes: sizes, outputs: outputs, workers: workers)
         }
     }
