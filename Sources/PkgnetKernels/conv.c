@@ -55,15 +55,13 @@ size_t pkk_conv2d_scratch_floats(int cin, int groups, int kernel, int cols)
 /* ---- im2col ---- */
 
 /* One group's im2col over output columns [c0, c0 + tn): col[r][j] with
- * r = (ci, ky, kx) over the group's cin_g channels, rows ld floats apart. */
+ * r = (ci, ky, kx) over the group's cin_g channels. */
 typedef struct {
     const float *xg;
     int cin_g, batch, h, w, kernel, stride, pad, ho, wo;
     size_t c0;
     int tn;
     float *col;
-    size_t ld;
-    int zero_to; /* columns [tn, zero_to) of each row are set to 0 (pkk_gemm_packed reads them) */
 } pkk_im2col_args;
 
 /* Tiny output planes: the padding pattern is the same for every image, so
@@ -83,7 +81,7 @@ static void pkk_im2col_tiny(long lo, long hi, int thread, const void *args)
         const int ky = (int)(r % kk) / a->kernel;
         const int kx = (int)(r % kk) % a->kernel;
         const float *restrict xc = a->xg + (size_t)ci * in_ch;
-        float *restrict d = a->col + (size_t)r * a->ld;
+        float *restrict d = a->col + (size_t)r * a->tn;
         for (size_t q = 0; q < op && q < c1; q++) {
             /* images b with c0 <= b*op + q < c1 */
             const size_t b_lo = c0 > q ? (c0 - q + op - 1) / op : 0;
@@ -153,7 +151,7 @@ static void pkk_im2col_shift(long lo, long hi, int thread, const void *args)
             mask_kyx = kyx;
         }
         pkk_shift_row(valid, plane, (long)dy * w + dx, a->xg + (size_t)ci * in_ch, a->c0, a->tn,
-                      a->col + ((size_t)ci * kk + kyx) * a->ld);
+                      a->col + ((size_t)ci * kk + kyx) * a->tn);
     }
 }
 
@@ -213,7 +211,7 @@ static void pkk_im2col_gather(long lo, long hi, int thread, const void *args)
             table_kyx = kyx;
         }
         pkk_gather_row(table, out_plane, a->xg + (size_t)ci * in_ch, plane, a->c0, a->tn,
-                       a->col + ((size_t)ci * kk + kyx) * a->ld);
+                       a->col + ((size_t)ci * kk + kyx) * a->tn);
     }
 }
 
@@ -236,7 +234,7 @@ static void pkk_im2col_same(long lo, long hi, int thread, const void *args)
         const int dx = (int)(r % kk) % a->kernel - a->pad;
         const long shift = (long)dy * w + dx;
         const float *restrict xc = a->xg + (size_t)ci * in_ch;
-        float *restrict dst = a->col + (size_t)r * a->ld;
+        float *restrict dst = a->col + (size_t)r * tn;
         /* flat positions q whose source row oy + dy is inside ... */
         long q_rows_lo = (dy < 0 ? -dy : 0) * (long)w;
         long q_rows_hi = (dy > 0 ? h - dy : h) * (long)w;
@@ -303,7 +301,7 @@ static void pkk_im2col_segments(long lo, long hi, int thread, const void *args)
         const int ky = (int)(r % kk) / a->kernel;
         const int off = (int)(r % kk) % a->kernel - a->pad;
         const float *restrict xc = a->xg + (size_t)ci * in_ch;
-        float *restrict d = a->col + (size_t)r * a->ld;
+        float *restrict d = a->col + (size_t)r * a->tn;
         int vlo, vhi; /* ox in [vlo, vhi) read inside the row: 0 <= ox*stride + off < w */
         pkk_valid_range(wo, stride, off, w, &vlo, &vhi);
 
@@ -348,22 +346,6 @@ static void pkk_im2col_segments(long lo, long hi, int thread, const void *args)
     }
 }
 
-typedef struct {
-    pkk_range_fn fn;
-    const pkk_im2col_args *a;
-} pkk_im2col_job;
-
-/* Rows [lo, hi) by the job's form, then their pad columns. */
-static void pkk_im2col_rows(long lo, long hi, int thread, const void *args)
-{
-    const pkk_im2col_job *job = args;
-    const pkk_im2col_args *a = job->a;
-    job->fn(lo, hi, thread, a);
-    if (a->zero_to > a->tn)
-        for (long r = lo; r < hi; r++)
-            memset(a->col + (size_t)r * a->ld + a->tn, 0, sizeof(float) * (size_t)(a->zero_to - a->tn));
-}
-
 /* im2col of one group's tile, in parallel if `parallel` and worth it. */
 static void pkk_im2col(const pkk_im2col_args *a, int parallel)
 {
@@ -376,9 +358,8 @@ static void pkk_im2col(const pkk_im2col_args *a, int parallel)
     else if (op <= PKK_GATHER_MAX) fn = pkk_im2col_gather;
     else fn = pkk_im2col_segments;
     const long rows = (long)a->cin_g * a->kernel * a->kernel;
-    const pkk_im2col_job job = { fn, a };
-    if (parallel) pkk_run(rows, (size_t)rows * (size_t)a->tn, pkk_im2col_rows, &job);
-    else pkk_im2col_rows(0, rows, 0, &job);
+    if (parallel) pkk_run(rows, (size_t)rows * (size_t)a->tn, fn, a);
+    else fn(0, rows, 0, a);
 }
 
 void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int kernel, int stride,
@@ -386,7 +367,7 @@ void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int ker
 {
     const int ho = (h + 2 * pad - kernel) / stride + 1;
     const int wo = (w + 2 * pad - kernel) / stride + 1;
-    const pkk_im2col_args ia = { x, cin, batch, h, w, kernel, stride, pad, ho, wo, c0, tn, col, (size_t)tn, 0 };
+    const pkk_im2col_args ia = { x, cin, batch, h, w, kernel, stride, pad, ho, wo, c0, tn, col };
     pkk_im2col(&ia, 0);
 }
 
@@ -536,7 +517,7 @@ static void pkk_conv2d_groups(long lo, long hi, int thread, const void *args)
                 pkk_gemm_small(a->cout_g, tn, a->kdim, wg, xg + c0, (int)a->ncols, yg + c0, a->ncols);
             } else {
                 const pkk_im2col_args ia = { xg, a->cin_g, a->batch, a->h, a->w, a->kernel, a->stride,
-                                             a->pad, a->ho, a->wo, c0, tn, col, (size_t)tn, 0 };
+                                             a->pad, a->ho, a->wo, c0, tn, col };
                 pkk_im2col(&ia, 0);
                 pkk_gemm_small(a->cout_g, tn, a->kdim, wg, col, tn, yg + c0, a->ncols);
             }
@@ -547,76 +528,40 @@ static void pkk_conv2d_groups(long lo, long hi, int thread, const void *args)
 
 /* ---- packed-weight path ---- */
 
-/* Columns per tile for pkk_gemm_packed: a B block of about
- * PKK_COL_BLOCK_FLOATS (at least PKK_MIN_TILE columns) in whole 16-column
- * blocks, rows pkk_gemm_packed_ld apart, as far as `floats` of scratch hold
- * `rows` of them; 0 if not even 16 columns fit. */
+/* Columns per tile for pkk_gemm_packed: an im2col block of about
+ * PKK_COL_BLOCK_FLOATS (at least PKK_MIN_TILE columns), as far as `floats`
+ * of scratch hold `rows` of them; 0 if not one column fits. */
 static size_t pkk_packed_tile(size_t rows, size_t ncols, size_t floats)
 {
     size_t tile = PKK_COL_BLOCK_FLOATS / rows;
     if (tile < PKK_MIN_TILE) tile = PKK_MIN_TILE;
-    const size_t fit = floats / rows > 32 ? floats / rows - 32 : 0; /* ld <= tile + 31 */
-    if (tile > fit) tile = fit;
-    if (tile >= ncols) return ncols <= fit ? ncols : 0;
-    return tile - tile % 16;
+    if (tile > floats / rows) tile = floats / rows;
+    return tile < ncols ? tile : ncols;
 }
 
-typedef struct {
-    const float *src;
-    size_t lds;
-    float *dst;
-    size_t ldd;
-    int tn, zero_to;
-} pkk_stage_args;
-
-/* dst rows [lo, hi) = src rows, tn columns, then zeros to zero_to. */
-static void pkk_stage_rows(long lo, long hi, int thread, const void *args)
-{
-    (void)thread;
-    const pkk_stage_args *a = args;
-    for (long r = lo; r < hi; r++) {
-        float *d = a->dst + (size_t)r * a->ldd;
-        memcpy(d, a->src + (size_t)r * a->lds, sizeof(float) * (size_t)a->tn);
-        memset(d + a->tn, 0, sizeof(float) * (size_t)(a->zero_to - a->tn));
-    }
-}
-
-/* Columns [c0, c0 + tn) of the rows x [rows][ldx], as pkk_gemm_packed's B:
- * rows pkk_gemm_packed_ld(tn) apart in dst. Returns that stride. */
-static size_t pkk_stage_columns(const float *x, size_t ldx, int rows, size_t c0, int tn, float *dst)
-{
-    const size_t ld = pkk_gemm_packed_ld(tn);
-    const pkk_stage_args a = { x + c0, ldx, dst, ld, tn, (tn + 15) / 16 * 16 };
-    pkk_run(rows, (size_t)rows * (size_t)tn, pkk_stage_rows, &a);
-    return ld;
-}
-
-/* Ungrouped convolutions with packed weights `a` [cout][kdim]: per tile of
- * output columns, B (im2col, or x's columns for 1x1 stride-1) and one
- * pkk_gemm_packed with bias, residual and ReLU fused. Returns 0 if the
- * scratch cannot hold 16 columns. */
+/* Ungrouped convolutions with packed weights `a` [cout][kdim]: one
+ * pkk_gemm_packed with bias, residual and ReLU fused, on x itself for 1x1
+ * stride-1, else per tile of im2col columns. Returns 0 if the scratch cannot
+ * hold one column. */
 static int pkk_conv2d_packed(const float *x, int cin, int batch, int h, int w, const float *a,
                              const float *bias, int cout, int kernel, int stride, int pad,
                              const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)
 {
     const int ho = (h + 2 * pad - kernel) / stride + 1, wo = (w + 2 * pad - kernel) / stride + 1;
     const int kdim = cin * kernel * kernel;
-    const size_t ncols = (size_t)batch * ho * wo, in_ch = (size_t)batch * h * w;
+    const size_t ncols = (size_t)batch * ho * wo;
+    if (kernel == 1 && stride == 1 && pad == 0) {
+        pkk_gemm_packed(a, cout, (int)ncols, kdim, x, ncols, y, ncols, bias, residual, relu);
+        return 1;
+    }
     const size_t tile = pkk_packed_tile((size_t)kdim, ncols, scratch_floats);
     if (tile == 0) return 0;
     for (size_t c0 = 0; c0 < ncols; c0 += tile) {
         const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
-        size_t ld;
-        if (kernel == 1 && stride == 1 && pad == 0) {
-            ld = pkk_stage_columns(x, in_ch, cin, c0, tn, scratch);
-        } else {
-            ld = pkk_gemm_packed_ld(tn);
-            const pkk_im2col_args ia = { x, cin, batch, h, w, kernel, stride, pad, ho, wo, c0, tn, scratch,
-                                         ld, (tn + 15) / 16 * 16 };
-            pkk_im2col(&ia, 1);
-        }
-        pkk_gemm_packed(a, cout, tn, kdim, scratch, ld, y + c0, ncols, bias, residual ? residual + c0 : NULL,
-                        relu);
+        const pkk_im2col_args ia = { x, cin, batch, h, w, kernel, stride, pad, ho, wo, c0, tn, scratch };
+        pkk_im2col(&ia, 1);
+        pkk_gemm_packed(a, cout, tn, kdim, scratch, (size_t)tn, y + c0, ncols, bias,
+                        residual ? residual + c0 : NULL, relu);
     }
     return 1;
 }
@@ -690,7 +635,7 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
         const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
         for (int g = 0; g < groups; g++) {
             const pkk_im2col_args ia = { x + (size_t)g * cin_g * in_ch, cin_g, batch, h, w, kernel,
-                                         stride, pad, ho, wo, c0, tn, scratch, (size_t)tn, 0 };
+                                         stride, pad, ho, wo, c0, tn, scratch };
             pkk_im2col(&ia, 1);
             if (small_groups)
                 pkk_gemm_small(cout_g, tn, kdim, weight + (size_t)g * cout_g * kdim, scratch, tn,
@@ -886,16 +831,12 @@ static void pkk_col2im_k3s2p1(long lo, long hi, int thread, const void *args)
 }
 
 /* col [rows][tn] = W^T [rows][cin] x x[:, c0:c0+tn] (rows ldx apart): with
- * the packed weights `a` (x's columns staged in `stage`), else the BLAS. */
+ * the packed weights `a`, else the BLAS. */
 static void pkk_deconv_gemm(const float *a, const float *weight, int rows, int cin, const float *x, size_t ldx,
-                            size_t c0, int tn, float *col, float *stage)
+                            size_t c0, int tn, float *col)
 {
-    if (a != NULL) {
-        const size_t ld = pkk_stage_columns(x, ldx, cin, c0, tn, stage);
-        pkk_gemm_packed(a, rows, tn, cin, stage, ld, col, (size_t)tn, NULL, NULL, 0);
-    } else {
-        pkk_sgemm(1, 0, rows, tn, cin, 1.0f, weight, rows, x + c0, (int)ldx, 0.0f, col, tn);
-    }
+    if (a != NULL) pkk_gemm_packed(a, rows, tn, cin, x + c0, ldx, col, (size_t)tn, NULL, NULL, 0);
+    else pkk_sgemm(1, 0, rows, tn, cin, 1.0f, weight, rows, x + c0, (int)ldx, 0.0f, col, tn);
 }
 
 void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
@@ -912,15 +853,11 @@ void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
     const int rows = cout * kernel * kernel;
     pkk_col2im_args a = { NULL, bias, y, NULL, cout, kernel, stride, pad, batch, h, w, ho, wo, 0, 0, 0, 0 };
 
-    /* Packed weights stage each tile's x columns after its col block. */
     const float *a_packed = packed ? pkk_packed_weights(packed, weight, rows, cin, 1, (size_t)rows) : NULL;
-    if (scratch_floats < (size_t)rows + 33 * (size_t)cin) a_packed = NULL; /* not one staged column */
-    const size_t stage_cols = a_packed ? (size_t)cin : 0;
-    const size_t usable = scratch_floats > 32 * stage_cols ? scratch_floats - 32 * stage_cols : 0;
 
     /* Tile: as many input columns as the scratch holds, but a col block of at
      * most about PKK_DECONV_BLOCK_FLOATS (whole images when possible). */
-    size_t tile = usable / ((size_t)rows + stage_cols);
+    size_t tile = scratch_floats / (size_t)rows;
     size_t cap = PKK_DECONV_BLOCK_FLOATS / (size_t)rows;
     if (cap < PKK_MIN_TILE) cap = PKK_MIN_TILE;
     if (cap < in_plane) cap = in_plane;
@@ -934,8 +871,7 @@ void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
         for (size_t b0 = 0; b0 < (size_t)batch; b0 += images) {
             const int nb = (int)((size_t)batch - b0 < images ? (size_t)batch - b0 : images);
             const int tn = (int)((size_t)nb * in_plane);
-            pkk_deconv_gemm(a_packed, weight, rows, cin, x, ncols, b0 * in_plane, tn, scratch,
-                            scratch + (size_t)rows * tile);
+            pkk_deconv_gemm(a_packed, weight, rows, cin, x, ncols, b0 * in_plane, tn, scratch);
             a.col = scratch;
             a.tn = tn;
             a.images = nb;
@@ -971,7 +907,7 @@ void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
     for (size_t c0 = 0; c0 < ncols; c0 += tile) {
         const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
         /* col [Cout*k*k][tn] = W^T [Cout*k*k][Cin] x X[:, c0:c0+tn] */
-        pkk_deconv_gemm(a_packed, weight, rows, cin, x, ncols, c0, tn, scratch, scratch + (size_t)rows * tile);
+        pkk_deconv_gemm(a_packed, weight, rows, cin, x, ncols, c0, tn, scratch);
         a.col = scratch;
         a.tn = tn;
         a.c0 = c0;

@@ -10,10 +10,10 @@
  * packed on a layer's first call and kept (pkk_weight_cache); the other
  * operand is read in place.
  *
- * C [m][n] = A [m][k] x B [k][n], B row-major with row stride ldb (the caller
- * picks one that keeps B's rows out of each other's L1 sets,
- * pkk_gemm_packed_ld). The register block is pkk_block_6x16: per k, six
- * broadcast weights and two 8-float rows of B. k is cut in chunks of
+ * C [m][n] = A [m][k] x B [k][n], B row-major with any row stride ldb (read
+ * in place: each column block's slice is copied into an L1 panel, below).
+ * The register block is pkk_block_6x16: per k, six broadcast weights and
+ * two 8-float rows of B. k is cut in chunks of
  * PKK_PG_KC, and A is packed chunk by chunk, row block by row block
  * [chunk][row block][kc][6], so the weights of one chunk are one contiguous
  * stream (a batch-1 product is bound by reading them). In a chunk, the
@@ -41,14 +41,6 @@ static inline int pkk_pg_row_blocks(int m) { return (m + PKK_PG_MR - 1) / PKK_PG
 size_t pkk_packed_weight_floats(int m, int k)
 {
     return (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR * (size_t)k;
-}
-
-size_t pkk_gemm_packed_ld(int n)
-{
-    /* a whole number of 16-float blocks, and an odd number of cache lines */
-    size_t ld = ((size_t)n + PKK_PG_NR - 1) / PKK_PG_NR * PKK_PG_NR;
-    if (ld / PKK_PG_NR % 2 == 0) ld += PKK_PG_NR;
-    return ld;
 }
 
 typedef struct {
@@ -140,11 +132,16 @@ static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
             const int rows = g->m - r0 < PKK_PG_MR ? g->m - r0 : PKK_PG_MR;
             const int cols = g->n - c0 < PKK_PG_NR ? g->n - c0 : PKK_PG_NR;
             const float *a = a_chunk + (size_t)rb * kc * PKK_PG_MR;
-            if (panel_of != cb) {
+            if (panel_of != cb) { /* columns past n are zeros: B is never read past them */
                 const float *b = g->b + (size_t)k0 * g->ldb + c0;
                 for (int i = 0; i < kc; i++) {
-                    *(pkk_v8 *)(panel + i * PKK_PG_NR) = *(const pkk_v8u *)(b + (size_t)i * g->ldb);
-                    *(pkk_v8 *)(panel + i * PKK_PG_NR + 8) = *(const pkk_v8u *)(b + (size_t)i * g->ldb + 8);
+                    const float *row = b + (size_t)i * g->ldb;
+                    if (cols == PKK_PG_NR) {
+                        *(pkk_v8 *)(panel + i * PKK_PG_NR) = *(const pkk_v8u *)row;
+                        *(pkk_v8 *)(panel + i * PKK_PG_NR + 8) = *(const pkk_v8u *)(row + 8);
+                    } else {
+                        for (int j = 0; j < PKK_PG_NR; j++) panel[i * PKK_PG_NR + j] = j < cols ? row[j] : 0.0f;
+                    }
                 }
                 panel_of = cb;
             }

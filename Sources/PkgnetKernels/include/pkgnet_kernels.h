@@ -70,10 +70,7 @@ void pkk_weight_cache_free(pkk_weight_cache *cache);
  * GEMM against packed weights (packed_gemm.c), for layers whose weights do
  * not change: C [m][n] (rows ldc apart) = act(A x B + bias [+ residual])
  *   A        [m][k], packed: pkk_packed_weights or pkk_pack_weights
- *   B        [k][n], rows ldb apart; ldb >= n rounded up to 16, and columns
- *            [n, that) readable (their products are computed and dropped:
- *            zeros keep them cheap); pkk_gemm_packed_ld(n) is the stride
- *            that keeps B's rows out of each other's L1 sets
+ *   B        [k][n], rows ldb >= n apart
  *   bias     [m] or NULL; residual [m][n] (rows ldc apart) or NULL
  * OpenMP-parallel over 6 x 16 blocks of C; every element is summed in the
  * same order whatever the thread count.
@@ -84,7 +81,6 @@ void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t co
 /* The packing of w kept in `cache` (made on first use); NULL if memory is short. */
 const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
                                 size_t col_stride);
-size_t pkk_gemm_packed_ld(int n);
 void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
                      const float *bias, const float *residual, int relu);
 
