@@ -4,6 +4,7 @@
 
     from onnx_graph import build_onnx
     proto = build_onnx("model.safetensors")   # onnx.ModelProto
+    multiply_adds(proto)                      # per cube, of its convolutions
 
 Input ``cubes``: float32 [N, 5C, 32, 32] in [0, 1], frames stacked frame-major
 on channels (the layout pkgnet.Model.score takes as float32). Outputs
@@ -325,6 +326,27 @@ def build_onnx(path):
     model.ir_version = 8  # opset 17's IR; accepted by every onnxruntime that runs opset 17
     onnx.checker.check_model(model)
     return model
+
+
+def multiply_adds(proto):
+    """Multiply-adds per cube of the graph's Conv and ConvTranspose nodes as
+    direct convolutions compute them: every output element of a Conv costs
+    (input channels per group) x kernel taps, every input element of a
+    ConvTranspose (output channels per group) x taps. The sides come from
+    ONNX shape inference, independently of pkgnet's own count (pkgnet bench).
+    """
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]  # N (symbolic) -> 1
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    weights = {t.name: list(t.dims) for t in proto.graph.initializer}
+    total = 0
+    for node in proto.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        w = weights[node.input[1]]  # Conv [out, in/g, k, k]; ConvTranspose [in, out/g, k, k]
+        grid = shapes[node.output[0] if node.op_type == "Conv" else node.input[0]]
+        total += w[0] * w[1] * w[2] * w[3] * grid[2] * grid[3]
+    return total
 
 
 def main():

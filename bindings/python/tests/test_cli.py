@@ -391,17 +391,26 @@ def test_info_and_version(cli, model, tmp_path):
     assert version.returncode == 0 and version.stdout.strip() == "pkgnet " + expected
 
 
-def test_bench_counts_the_direct_convolutions(cli, model, tmp_path):
-    """pkgnet bench's GFLOP per cube against benchmarks/throughput.py's count
-    from the file's tensor shapes; every requested row is printed."""
+@pytest.mark.parametrize("arch,pairs", [
+    ("resnet18", None),
+    ("resnet20", [("d8", "layer3"), ("d16", "layer2")]),
+    ("efficientnet_lite0", [("bottleneck", "blocks.4"), ("d8", "blocks.2")]),  # with projections
+])
+def test_bench_counts_the_direct_convolutions(cli, arch, pairs, tmp_path):
+    """pkgnet bench's GFLOP per cube against the multiply-adds of the ONNX
+    graph benchmarks/onnx_graph.py builds from the same file (shapes from
+    ONNX shape inference); every requested row is printed."""
     import sys
+    pytest.importorskip("onnx")
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from throughput import gflop_per_cube
+    from onnx_graph import build_onnx, multiply_adds
 
+    model = tmp_path / ("k2_w16_%s.safetensors" % arch)
+    synthetic.random_model(str(model), k=2, width=16, arch=arch, pairs=pairs)
     proc = run(cli, "bench", "--model", model, "--threads", 1, 2, "--batches", 1, 3, "--seconds", 0)
     assert proc.returncode == 0, proc.stderr[-2000:]
     stated = float(re.search(r"([0-9.]+) GFLOP per cube", proc.stdout).group(1))
-    assert stated == pytest.approx(gflop_per_cube(str(model)), abs=6e-4)
+    assert stated == pytest.approx(2 * multiply_adds(build_onnx(str(model))) / 1e9, abs=6e-4)
     for threads in (1, 2):
         for batch in (1, 3):
             assert re.search(r"threads %d  batch +%d +[0-9.]+ cubes/s +[0-9.]+ GFLOP/s" % (threads, batch), proc.stdout), proc.stdout
