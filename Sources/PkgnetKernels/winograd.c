@@ -390,10 +390,32 @@ static void pkk_wg_output(long lo, long hi, int thread, const void *args)
 
 /* ---- driver ---- */
 
-size_t pkk_winograd_scratch_floats(int cin, int cout, int tiles)
+/* Floats of V and M per block of 16 tiles. */
+static size_t pkk_wg_block_floats(int cin, int cout)
 {
-    const size_t blocks = ((size_t)tiles + PKK_WG_NR - 1) / PKK_WG_NR;
-    return (size_t)PKK_WG_POINTS * ((size_t)cin + (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR) * blocks * PKK_WG_NR;
+    return (size_t)PKK_WG_POINTS * ((size_t)cin + (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR) * PKK_WG_NR;
+}
+
+/* Floats of one thread's padded planes for chunks of `blocks` blocks: the
+ * images a chunk touches (it can start inside one image and end inside
+ * another), plus 8: the last patch row's 8-float load runs 2 past its plane. */
+static size_t pkk_wg_pad_floats(int batch, int tiles_y, int tiles_x, size_t blocks)
+{
+    const size_t plane = (size_t)(4 * tiles_y + 2) * (size_t)(4 * tiles_x + 2);
+    size_t images = blocks * PKK_WG_NR / ((size_t)tiles_y * tiles_x) + 2;
+    if (images > (size_t)batch) images = (size_t)batch;
+    return images * plane + 8;
+}
+
+static size_t pkk_wg_blocks(size_t tiles) { return (tiles + PKK_WG_NR - 1) / PKK_WG_NR; }
+
+size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
+{
+    const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
+    const size_t all = (size_t)batch * tiles_y * tiles_x;
+    const size_t blocks = pkk_wg_blocks(tiles > 0 && (size_t)tiles < all ? (size_t)tiles : all);
+    return blocks * pkk_wg_block_floats(cin, cout)
+         + (size_t)omp_get_max_threads() * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
 }
 
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
@@ -403,22 +425,18 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
     if (cache == NULL || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
     if (((uintptr_t)scratch & 31) != 0) return 0; /* the GEMM's aligned vector loads */
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
-    const size_t tiles = (size_t)batch * tiles_y * tiles_x;
-    const size_t per_block = pkk_winograd_scratch_floats(cin, cout, PKK_WG_NR);
-    const size_t needed = (tiles + PKK_WG_NR - 1) / PKK_WG_NR;
-    size_t blocks = scratch_floats / per_block;
-    if (blocks > needed) blocks = needed;
-    /* Each thread pads the images a chunk touches, plus 8 floats: the last
-     * patch row's 8-float load runs 2 past its plane. */
-    const size_t plane = (size_t)(4 * tiles_y + 2) * (size_t)(4 * tiles_x + 2);
-    const size_t per_image = (size_t)tiles_y * tiles_x;
-    size_t images = blocks * PKK_WG_NR / per_image + 2;
-    if (images > (size_t)batch) images = (size_t)batch;
-    const size_t pad_floats = images * plane + 8;
-    const size_t pads = (size_t)omp_get_max_threads() * pad_floats;
-    if (scratch_floats < pads + per_block) return 0;
-    blocks = (scratch_floats - pads) / per_block; /* fewer tiles: no more images */
-    if (blocks > needed) blocks = needed;
+    const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
+    const size_t block_floats = pkk_wg_block_floats(cin, cout);
+    /* The most blocks per chunk that fit: the padded planes grow with them. */
+    size_t blocks = pkk_wg_blocks(tiles), pad_floats;
+    for (;;) {
+        pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
+        const size_t need = blocks * block_floats + threads * pad_floats;
+        if (need <= scratch_floats) break;
+        if (blocks == 1) return 0;
+        const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)need);
+        blocks = scaled >= 1 && scaled < blocks ? scaled : blocks - 1;
+    }
     const pkk_wg_weight_args wa = { weight, cin, cout, NULL };
     const float *u = pkk_weight_cache_get(cache, pkk_winograd_weight_floats(cin, cout), pkk_wg_fill, &wa);
     if (u == NULL) return 0;

@@ -112,16 +112,18 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
  * (winograd.c): same inputs and output as pkk_conv2d with kernel 3, stride 1,
  * pad 1, groups 1; a quarter of the multiplications. The weights' transform
  * (36 x cout x cin floats, four times the 3x3 weights) is made on first use
- * and kept in `cache`. Returns 1 when y is written, 0 when it declined
- * (scratch below 8 tiles' worth when the batch has more, or no memory for
- * the transform): the caller then runs pkk_conv2d. Scratch per tile:
- * pkk_winograd_scratch_floats(cin, cout, 1). y may be the residual itself
+ * and kept in `cache`. The tiles (4x4 outputs) go in chunks as large as
+ * the scratch holds; pkk_winograd_scratch_floats is the scratch for chunks
+ * of `tiles` tiles (rounded up to 16; 0: the whole batch) on the calling
+ * thread's OpenMP thread count. Returns 1 when y is written, 0 when it
+ * declined (scratch below one chunk of 16 tiles, or no memory for the
+ * transform): the caller then runs pkk_conv2d. y may be the residual itself
  * (each element is read before it is written: y += conv).
  */
 size_t pkk_winograd_weight_floats(int cin, int cout);
 /* u[p][co][ci] = (G g G^T)[p], p = 6 * row + column of the 6x6 transform. */
 void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u);
-size_t pkk_winograd_scratch_floats(int cin, int cout, int tiles);
+size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles);
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
                          pkk_weight_cache *cache, const float *weight, const float *bias, int cout,
                          const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
