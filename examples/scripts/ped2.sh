@@ -10,14 +10,16 @@
 # or fixed before evaluation.
 #
 # Environment: SHARED (default ../shared), OUT (default .build/ped2),
-# EPOCHS (default 8), THREADS (default 0 = all CPUs), ABLATIONS (default 1).
+# EPOCHS (default 12, as the anchor recipe), THREADS (default 0 = all CPUs), ABLATIONS (default 1),
+# SEED (default 0: the initial weights and the shuffles).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 shared=${SHARED:-../shared}
 out=${OUT:-.build/ped2}
-epochs=${EPOCHS:-8}
+epochs=${EPOCHS:-12}
 threads=${THREADS:-0}
+seed=${SEED:-0}
 pkgnet=.build/release/pkgnet
 data=$shared/data/ped2
 mkdir -p "$out"
@@ -32,7 +34,7 @@ run() {  # name, then extra pkgnet train options
     local start=$SECONDS
     "$pkgnet" train --data "$data" --teacher "$teacher" --width 16 --pairs d8:layer3,d16:layer2 \
         --epochs "$epochs" --lr 5e-4 --batch-size 128 --top-k 3 --median-window 19 --threads "$threads" \
-        --out "$out/$name.safetensors" "$@"
+        --seed "$seed" --out "$out/$name.safetensors" "$@"
     echo "$name: trained in $((SECONDS - start)) s"
     "$pkgnet" eval --model "$out/$name.safetensors" --data "$data" --threads "$threads" \
         --scores "$out/$name.csv" --report "$out/$name.html" | tee "$out/$name.eval.txt"
