@@ -7,8 +7,8 @@
 Without --model: a random-weight model of the paper's size (k=2, w=64,
 resnet50 teacher, 1.22 GFLOP per cube); --edge: an edge setting, k=2, w=16
 with a resnet18 teacher (the default) or the CIFAR ResNet20 teacher of
-docs/training.md (pairs d8:layer3, d16:layer2). The same model file feeds every engine: ONNX Runtime runs
-the graph benchmarks/onnx_graph.py builds from its tensors, PyTorch the eager
+docs/training.md (pairs d8:layer3, d16:layer2). The same model file feeds
+every engine: ONNX Runtime runs the graph benchmarks/onnx_graph.py builds from its tensors, PyTorch the eager
 forward of benchmarks/torch_eager.py.
 
 What it does, in order:

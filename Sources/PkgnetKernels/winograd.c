@@ -409,13 +409,18 @@ static size_t pkk_wg_pad_floats(int batch, int tiles_y, int tiles_x, size_t bloc
 
 static size_t pkk_wg_blocks(size_t tiles) { return (tiles + PKK_WG_NR - 1) / PKK_WG_NR; }
 
+/* Scratch for chunks of `blocks` blocks on `threads` threads. */
+static size_t pkk_wg_need(int cin, int cout, int batch, int tiles_y, int tiles_x, size_t blocks, size_t threads)
+{
+    return blocks * pkk_wg_block_floats(cin, cout) + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
+}
+
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
 {
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t all = (size_t)batch * tiles_y * tiles_x;
     const size_t blocks = pkk_wg_blocks(tiles > 0 && (size_t)tiles < all ? (size_t)tiles : all);
-    return blocks * pkk_wg_block_floats(cin, cout)
-         + (size_t)omp_get_max_threads() * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
+    return pkk_wg_need(cin, cout, batch, tiles_y, tiles_x, blocks, (size_t)omp_get_max_threads());
 }
 
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
@@ -426,12 +431,10 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
     if (((uintptr_t)scratch & 31) != 0) return 0; /* the GEMM's aligned vector loads */
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
-    const size_t block_floats = pkk_wg_block_floats(cin, cout);
     /* The most blocks per chunk that fit: the padded planes grow with them. */
-    size_t blocks = pkk_wg_blocks(tiles), pad_floats;
+    size_t blocks = pkk_wg_blocks(tiles);
     for (;;) {
-        pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
-        const size_t need = blocks * block_floats + threads * pad_floats;
+        const size_t need = pkk_wg_need(cin, cout, batch, tiles_y, tiles_x, blocks, threads);
         if (need <= scratch_floats) break;
         if (blocks == 1) return 0;
         const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)need);
@@ -443,6 +446,7 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
 
     float *v = scratch, *m = v + (size_t)PKK_WG_POINTS * cin * blocks * PKK_WG_NR;
     float *pad = m + (size_t)PKK_WG_POINTS * pkk_wg_cout_blocks(cout) * PKK_WG_MR * blocks * PKK_WG_NR;
+    const size_t pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
     pkk_wg_args a = { x, u, bias, residual, y, v, m, pad, pad_floats, cin, cout, batch, h, w,
                       tiles_y, tiles_x, relu, 0, 0, (int)blocks };
     const size_t capacity = blocks * PKK_WG_NR;
