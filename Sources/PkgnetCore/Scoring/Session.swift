@@ -40,11 +40,14 @@ public final class Session: @unchecked Sendable {
     /// Fewest cubes per thread for scoring micro-batches side by side, one
     /// thread each, instead of one micro-batch at a time on all threads.
     static let minCubesPerWorker = 4
-    /// Largest network (multiply-adds per cube) scored side by side. Narrow
-    /// models' layers are too small to share between threads (w=16: 2
-    /// threads about as fast as 1 on one micro-batch); side by side scores
-    /// them 10-25% faster at batch 128 on 2 threads. Wide ones lose 5%:
-    /// each thread then streams all the weights on its own.
+    /// Largest network (multiply-adds per cube) scored side by side: whole
+    /// micro-batches, one per thread, or, for calls with too few cubes to
+    /// share out, the student on one thread beside the teacher on another
+    /// (about equal work in the edge models). Narrow models' layers are too
+    /// small to share between threads (w=16: 2 threads about as fast as 1 on
+    /// one micro-batch); side by side scores them 10-25% faster at batch 128
+    /// on 2 threads. Wide ones lose 5%: each thread then streams all the
+    /// weights on its own.
     static let maxSideBySideMultiplyAdds = 200_000_000
 
     public let model: Model
@@ -111,14 +114,23 @@ public final class Session: @unchecked Sendable {
                 start += batch
             }
             if workers <= 1 {
+                // Too few cubes to share out: a narrow model's student and
+                // teacher, about equal work, then run side by side instead.
+                let networksSideBySide = sideBySide && threads >= 2
+                if networksSideBySide { try addWorkspaces(2) }
                 for pass in 0..<passes {
-                    try scoreMicroBatch(input, start: starts[pass], batch: sizes[pass], outputs: outputs, workspace: workspaces[0])
+                    try scoreMicroBatch(input, start: starts[pass], batch: sizes[pass], outputs: outputs, workspace: workspaces[0],
+                                        teacherWorkspace: networksSideBySide ? workspaces[1] : nil)
                 }
                 return
             }
-            while workspaces.count < workers { workspaces.append(try Workspace(scratchFloats: Workspace.narrowScratchFloats)) }
+            try addWorkspaces(workers)
             try scoreSideBySide(input, starts: starts, sizes: sizes, outputs: outputs, workers: workers)
         }
+    }
+
+    private func addWorkspaces(_ count: Int) throws {
+        while workspaces.count < count { workspaces.append(try Workspace(scratchFloats: Workspace.narrowScratchFloats)) }
     }
 
     /// What the threads of a side-by-side call share: each pass's error slot
@@ -164,8 +176,10 @@ public final class Session: @unchecked Sendable {
         if let error = shared.errors.lazy.compactMap({ $0 }).first { throw error }
     }
 
+    /// With a `teacherWorkspace`, the teacher runs there on a second
+    /// thread while the student runs on this one (one thread each).
     private func scoreMicroBatch(_ input: CubeInput, start: Int, batch: Int, outputs: ScoreOutputs,
-                                 workspace ws: Workspace) throws {
+                                 workspace ws: Workspace, teacherWorkspace: Workspace? = nil) throws {
         let config = model.config
         let c = config.student.channels
         let plane = 32 * 32
@@ -191,8 +205,6 @@ public final class Session: @unchecked Sendable {
             pkk_unpack_f32_cubes(first, Int32(batch), Int32(c), 4, 1, target.data)
         }
 
-        let (prediction, studentFeatures) = try model.student(studentInput, batch: batch, workspace: ws)
-
         let teacherInput = try ws.map("t.input", channels: 3, size: 32, batch: batch)
         model.teacherSourceChannel.withUnsafeBufferPointer { source in
             config.teacher.mean.withUnsafeBufferPointer { mean in
@@ -201,7 +213,9 @@ public final class Session: @unchecked Sendable {
                 }
             }
         }
-        let teacherFeatures = try model.teacher(teacherInput, batch: batch, blocks: model.teacherBlocks, workspace: ws)
+        let (prediction, studentFeatures, teacherFeatures) = try NetworksSideBySide.run(
+            model: model, studentInput: studentInput, teacherInput: teacherInput, batch: batch,
+            workspace: ws, teacherWorkspace: teacherWorkspace)
 
         // Scores: S_e, then S_c^j per pair, each per cube.
         let pairs = studentFeatures.count
@@ -251,5 +265,59 @@ public final class Session: @unchecked Sendable {
                 memcpy(destination + (b * map.channels + ch) * area, map.data + (ch * batch + b) * area, area * 4)
             }
         }
+    }
+}
+
+/// The student and the teacher of one micro-batch, one after the other on
+/// the calling thread's team, or side by side on two threads, one each
+/// (the kernels' sums do not depend on the thread count, so both give the
+/// same bits).
+private final class NetworksSideBySide {
+    let model: Model
+    let studentInput: FeatureMap, teacherInput: FeatureMap
+    let batch: Int
+    let workspace: Workspace, teacherWorkspace: Workspace
+    var student: Result<(FeatureMap, [FeatureMap]), Error>?
+    var teacher: Result<[FeatureMap], Error>?
+
+    private init(model: Model, studentInput: FeatureMap, teacherInput: FeatureMap, batch: Int,
+                 workspace: Workspace, teacherWorkspace: Workspace) {
+        self.model = model
+        self.studentInput = studentInput
+        self.teacherInput = teacherInput
+        self.batch = batch
+        self.workspace = workspace
+        self.teacherWorkspace = teacherWorkspace
+    }
+
+    static func run(model: Model, studentInput: FeatureMap, teacherInput: FeatureMap, batch: Int,
+                    workspace: Workspace, teacherWorkspace: Workspace?) throws
+        -> (prediction: FeatureMap, studentFeatures: [FeatureMap], teacherFeatures: [FeatureMap]) {
+        guard let teacherWorkspace else {
+            let (prediction, studentFeatures) = try model.student(studentInput, batch: batch, workspace: workspace)
+            let teacherFeatures = try model.teacher(teacherInput, batch: batch, blocks: model.teacherBlocks, workspace: workspace)
+            return (prediction, studentFeatures, teacherFeatures)
+        }
+        let shared = NetworksSideBySide(model: model, studentInput: studentInput, teacherInput: teacherInput,
+                                        batch: batch, workspace: workspace, teacherWorkspace: teacherWorkspace)
+        withExtendedLifetime(shared) {
+            pkk_parallel_tasks(2, 2, { task, _, context in
+                let shared = Unmanaged<NetworksSideBySide>.fromOpaque(context!).takeUnretainedValue()
+                let model = shared.model
+                if task == 0 {
+                    shared.student = Result { try model.student(shared.studentInput, batch: shared.batch, workspace: shared.workspace) }
+                } else {
+                    shared.teacher = Result {
+                        try model.teacher(shared.teacherInput, batch: shared.batch, blocks: model.teacherBlocks,
+                                          workspace: shared.teacherWorkspace)
+                    }
+                }
+            }, Unmanaged.passUnretained(shared).toOpaque())
+        }
+        guard let student = shared.student, let teacher = shared.teacher else {
+            throw PkgnetError(.internal, "a network of the side-by-side pass did not run")
+        }
+        let (prediction, studentFeatures) = try student.get()
+        return (prediction, studentFeatures, try teacher.get())
     }
 }
