@@ -123,7 +123,7 @@ class TorchEngine:
         self.net = _torch_network(spec)
         self.batch = spec["batch"]
         self.cubes = torch.from_numpy(np.load(spec["cubes"]))
-        self.rng = np.random.default_rng(0)
+        self.rng = np.random.default_rng(spec.get("seed", 0))
 
     def epoch(self):
         torch = self.torch
@@ -296,7 +296,7 @@ def _torch_network(spec):
         return le * F.mse_loss(prediction, target) + lg * gradient + lc * distillation
 
     net = types.SimpleNamespace(student=student, teacher=teacher, loss=loss, pairs=spec["pairs"])
-    net.optimizer = torch.optim.Adam(student.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-7)
+    net.optimizer = torch.optim.Adam(student.parameters(), lr=spec.get("lr", 1e-4), betas=(0.9, 0.999), eps=1e-7)
     return net
 
 
