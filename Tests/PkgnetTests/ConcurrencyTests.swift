@@ -4,8 +4,12 @@ import XCTest
 
 /// One Model shared by sessions and streams on many threads: every thread's
 /// scores must be bitwise those of a single-threaded run, and scores must not
-/// depend on the session's OpenMP thread count or on the run. Run under TSan:
-///   swift test --sanitize=thread --filter Concurrency --scratch-path .build-tsan
+/// depend on the session's OpenMP thread count or on the run. Under TSan the
+/// C kernels must stay uninstrumented (their target_clones resolvers run
+/// before TSan is initialised), and libomp's fork/join is invisible to it, so
+/// it reports the handover of data into and out of every parallel region:
+///   swift build --build-tests --sanitize=thread -Xcc -fno-sanitize=thread --scratch-path .build-tsan
+///   .build-tsan/debug/pkgnetPackageTests.xctest PkgnetTests.ConcurrencyTests
 final class ConcurrencyTests: XCTestCase {
     /// 20 cubes: a full micro-batch and a partial one.
     private static let cubeCount = Session.microBatch + 4
