@@ -268,10 +268,10 @@ public final class Session: @unchecked Sendable {
     }
 }
 
-/// The student and the teacher of one micro-batch, one after the other on
-/// the calling thread's team, or side by side on two threads, one each
-/// (the kernels' sums do not depend on the thread count, so both give the
-/// same bits).
+/// The student and the teacher of one micro-batch: without a teacher
+/// workspace one after the other, each on the calling thread's whole team;
+/// with one, side by side on two threads, one each (the kernels' sums do not
+/// depend on the thread count, so both give the same bits).
 private final class NetworksSideBySide {
     let model: Model
     let studentInput: FeatureMap, teacherInput: FeatureMap
@@ -293,15 +293,12 @@ private final class NetworksSideBySide {
     static func run(model: Model, studentInput: FeatureMap, teacherInput: FeatureMap, batch: Int,
                     workspace: Workspace, teacherWorkspace: Workspace?) throws
         -> (prediction: FeatureMap, studentFeatures: [FeatureMap], teacherFeatures: [FeatureMap]) {
-        guard let teacherWorkspace else {
-            let (prediction, studentFeatures) = try model.student(studentInput, batch: batch, workspace: workspace)
-            let teacherFeatures = try model.teacher(teacherInput, batch: batch, blocks: model.teacherBlocks, workspace: workspace)
-            return (prediction, studentFeatures, teacherFeatures)
-        }
         let shared = NetworksSideBySide(model: model, studentInput: studentInput, teacherInput: teacherInput,
-                                        batch: batch, workspace: workspace, teacherWorkspace: teacherWorkspace)
+                                        batch: batch, workspace: workspace, teacherWorkspace: teacherWorkspace ?? workspace)
+        // One worker: both tasks in order on the calling thread, whose
+        // thread count the kernels keep.
         withExtendedLifetime(shared) {
-            pkk_parallel_tasks(2, 2, { task, _, context in
+            pkk_parallel_tasks(2, teacherWorkspace == nil ? 1 : 2, { task, _, context in
                 let shared = Unmanaged<NetworksSideBySide>.fromOpaque(context!).takeUnretainedValue()
                 let model = shared.model
                 if task == 0 {
@@ -315,7 +312,7 @@ private final class NetworksSideBySide {
             }, Unmanaged.passUnretained(shared).toOpaque())
         }
         guard let student = shared.student, let teacher = shared.teacher else {
-            throw PkgnetError(.internal, "a network of the side-by-side pass did not run")
+            throw PkgnetError(.internal, "a network of the scoring pass did not run")
         }
         let (prediction, studentFeatures) = try student.get()
         return (prediction, studentFeatures, try teacher.get())
