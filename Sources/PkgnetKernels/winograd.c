@@ -54,6 +54,18 @@
 /* Output channels rounded up to whole register blocks. */
 static inline int pkk_wg_cout_blocks(int cout) { return (cout + PKK_WG_MR - 1) / PKK_WG_MR; }
 
+/* Floats from one transform point to the next in V [36][blocks][cin][16]
+ * and M [36][blocks][6 * cout blocks][16]: the points' data plus one
+ * 64-byte line. A tile group's 36 points are written (V) and read (M)
+ * together; with strides a multiple of 4 KiB, as chunk sizes often make
+ * them, they would all fall into the same cache sets and evict each other. */
+#define PKK_WG_SKEW 16
+static inline size_t pkk_wg_v_stride(size_t blocks, int cin) { return blocks * (size_t)cin * PKK_WG_NR + PKK_WG_SKEW; }
+static inline size_t pkk_wg_m_stride(size_t blocks, int cout)
+{
+    return blocks * (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * PKK_WG_NR + PKK_WG_SKEW;
+}
+
 size_t pkk_winograd_weight_floats(int cin, int cout)
 {
     return (size_t)PKK_WG_POINTS * (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * (size_t)cin;
@@ -288,7 +300,7 @@ static void pkk_wg_input(long lo, long hi, int thread, const void *args)
 {
     const pkk_wg_args *a = args;
     const size_t in_ch = (size_t)a->batch * a->h * a->w;
-    const size_t point_stride = (size_t)a->blocks * a->cin * PKK_WG_NR;
+    const size_t point_stride = pkk_wg_v_stride((size_t)a->blocks, a->cin);
     const int first = pkk_tile_at(a, a->t0).b, last = pkk_tile_at(a, a->t0 + (size_t)a->tn - 1).b;
     pkk_wg_padded pad = { a->pads + (size_t)thread * a->pad_floats, first, 4 * a->tiles_x + 2,
                           (size_t)(4 * a->tiles_x + 2) * (size_t)(4 * a->tiles_y + 2) };
@@ -333,8 +345,8 @@ static void pkk_wg_products(long lo, long hi, int thread, const void *args)
     const int used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
     for (long p = lo; p < hi; p++) {
         const float *up = a->u + (size_t)p * rows * a->cin;
-        const float *vp = a->v + (size_t)p * a->blocks * a->cin * PKK_WG_NR;
-        float *mp = a->m + (size_t)p * a->blocks * rows * PKK_WG_NR;
+        const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
+        float *mp = a->m + (size_t)p * pkk_wg_m_stride((size_t)a->blocks, a->cout);
         for (int cb = 0; cb < cout_blocks; cb++)
             for (int tb = 0; tb < used; tb++) {
                 const float *ub = up + (size_t)cb * a->cin * PKK_WG_MR, *vb = vp + (size_t)tb * a->cin * PKK_WG_NR;
@@ -377,7 +389,7 @@ static void pkk_wg_output(long lo, long hi, int thread, const void *args)
     const size_t plane = (size_t)h * w;
     const size_t out_ch = (size_t)a->batch * plane;
     const int rows = pkk_wg_cout_blocks(a->cout) * PKK_WG_MR;
-    const size_t point_stride = (size_t)a->blocks * rows * PKK_WG_NR;
+    const size_t point_stride = pkk_wg_m_stride((size_t)a->blocks, a->cout);
     const pkk_v4 zero = { 0 };
     pkk_v8 m[PKK_WG_POINTS], t[24], o[16], lanes[2][8];
 
@@ -426,12 +438,6 @@ static void pkk_wg_output(long lo, long hi, int thread, const void *args)
 
 /* ---- driver ---- */
 
-/* Floats of V and M per block of 16 tiles. */
-static size_t pkk_wg_block_floats(int cin, int cout)
-{
-    return (size_t)PKK_WG_POINTS * ((size_t)cin + (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR) * PKK_WG_NR;
-}
-
 /* Floats of one thread's padded planes for chunks of `blocks` blocks: the
  * images a chunk touches (it can start inside one image and end inside
  * another), plus 8: the last patch row's 8-float load runs 2 past its plane. */
@@ -448,7 +454,8 @@ static size_t pkk_wg_blocks(size_t tiles) { return (tiles + PKK_WG_NR - 1) / PKK
 /* Scratch for chunks of `blocks` blocks on `threads` threads. */
 static size_t pkk_wg_need(int cin, int cout, int batch, int tiles_y, int tiles_x, size_t blocks, size_t threads)
 {
-    return blocks * pkk_wg_block_floats(cin, cout) + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
+    return PKK_WG_POINTS * (pkk_wg_v_stride(blocks, cin) + pkk_wg_m_stride(blocks, cout))
+         + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
 }
 
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
@@ -480,8 +487,8 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
     const float *u = pkk_weight_cache_get(cache, pkk_winograd_weight_floats(cin, cout), pkk_wg_fill, &wa);
     if (u == NULL) return 0;
 
-    float *v = scratch, *m = v + (size_t)PKK_WG_POINTS * cin * blocks * PKK_WG_NR;
-    float *pad = m + (size_t)PKK_WG_POINTS * pkk_wg_cout_blocks(cout) * PKK_WG_MR * blocks * PKK_WG_NR;
+    float *v = scratch, *m = v + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin);
+    float *pad = m + PKK_WG_POINTS * pkk_wg_m_stride(blocks, cout);
     const size_t pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
     pkk_wg_args a = { x, u, bias, residual, y, v, m, pad, pad_floats, cin, cout, batch, h, w,
                       tiles_y, tiles_x, relu, 0, 0, (int)blocks };
