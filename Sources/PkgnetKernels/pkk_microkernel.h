@@ -1,5 +1,5 @@
-/* The 6 x 16 register block of this library's own GEMMs (winograd.c,
- * packed_gemm.c). Private, not installed. */
+/* The register blocks of this library's own GEMMs (6 x 16: winograd.c,
+ * packed_gemm.c; 4 x 16: winograd.c). Private, not installed. */
 #ifndef PKK_MICROKERNEL_H
 #define PKK_MICROKERNEL_H
 
@@ -40,6 +40,36 @@ static inline __attribute__((always_inline)) void pkk_block_6x8(int k, const flo
         c3 += a[3] * b0; c4 += a[4] * b0; c5 += a[5] * b0;
     }
     acc[0] = c0; acc[2] = c1; acc[4] = c2; acc[6] = c3; acc[8] = c4; acc[10] = c5;
+}
+
+/* acc[2r + h] as pkk_block_6x16 for r < 4, over rows of a [k][4]: eight
+ * accumulators, as many as two FMA units with a 4-cycle latency keep busy,
+ * and per row of b four broadcasts and two loads, so as fast per output row
+ * as the 6 x 16 block. */
+static inline __attribute__((always_inline)) void pkk_block_4x16(int k, const float *restrict a,
+                                                                  const float *restrict b, pkk_v8 acc[8])
+{
+    pkk_v8 c00 = { 0 }, c01 = { 0 }, c10 = { 0 }, c11 = { 0 }, c20 = { 0 }, c21 = { 0 }, c30 = { 0 }, c31 = { 0 };
+    for (int i = 0; i < k; i++, a += 4, b += 16) {
+        const pkk_v8 b0 = *(const pkk_v8 *)b, b1 = *(const pkk_v8 *)(b + 8);
+        c00 += a[0] * b0; c01 += a[0] * b1;
+        c10 += a[1] * b0; c11 += a[1] * b1;
+        c20 += a[2] * b0; c21 += a[2] * b1;
+        c30 += a[3] * b0; c31 += a[3] * b1;
+    }
+    acc[0] = c00; acc[1] = c01; acc[2] = c10; acc[3] = c11; acc[4] = c20; acc[5] = c21; acc[6] = c30; acc[7] = c31;
+}
+
+/* The first 8 columns of pkk_block_4x16 (acc[2r]). */
+static inline __attribute__((always_inline)) void pkk_block_4x8(int k, const float *restrict a,
+                                                                 const float *restrict b, pkk_v8 acc[8])
+{
+    pkk_v8 c0 = { 0 }, c1 = { 0 }, c2 = { 0 }, c3 = { 0 };
+    for (int i = 0; i < k; i++, a += 4, b += 16) {
+        const pkk_v8 b0 = *(const pkk_v8 *)b;
+        c0 += a[0] * b0; c1 += a[1] * b0; c2 += a[2] * b0; c3 += a[3] * b0;
+    }
+    acc[0] = c0; acc[2] = c1; acc[4] = c2; acc[6] = c3;
 }
 
 #endif /* PKK_MICROKERNEL_H */

@@ -14,9 +14,9 @@
  * channels, transform points, output channels), so no sum depends on the
  * thread count.
  *
- * The GEMMs are the library's own 6 x 16 register block (pkk_block_6x16 in
- * pkk_microkernel.h), with the operands laid out for it from the start (U in
- * blocks of 6 output channels, V and M in blocks of 16 tiles), so nothing is
+ * The GEMMs are the library's own 6 x 16 or 4 x 16 register blocks
+ * (pkk_microkernel.h), with the operands laid out for them from the start (U
+ * in blocks of 6 or 4 output channels, V and M in blocks of 16 tiles), so nothing is
  * packed or zeroed per call, which is where a BLAS spends a third of its
  * time on these shapes.
  *
@@ -48,11 +48,24 @@
 #define PKK_WG_LANES 8 /* tiles per transform block */
 #define PKK_WG_POINTS 36
 
-#define PKK_WG_MR 6  /* output channels per register block */
 #define PKK_WG_NR 16 /* tiles per register block */
 
+/* Output channels per register block: 6 (the 6 x 16 block), or 4 (the 4 x 16
+ * block, as fast per row) where 6 would pad more than a sixteenth of the
+ * rows: 16 and 32 output channels, the edge models' widths, would pad to 18
+ * and 36, a ninth more products for nothing. */
+int pkk_winograd_block_rows(int cout)
+{
+    const int rows6 = (cout + 5) / 6 * 6, rows4 = (cout + 3) / 4 * 4;
+    return rows4 < rows6 && (rows6 - cout) * 16 > cout ? 4 : 6;
+}
+
 /* Output channels rounded up to whole register blocks. */
-static inline int pkk_wg_cout_blocks(int cout) { return (cout + PKK_WG_MR - 1) / PKK_WG_MR; }
+static inline int pkk_wg_rows(int cout)
+{
+    const int mr = pkk_winograd_block_rows(cout);
+    return (cout + mr - 1) / mr * mr;
+}
 
 /* Floats from one transform point to the next in V [36][blocks][cin][16]
  * and M [36][blocks][6 * cout blocks][16]: the points' data plus one
@@ -63,12 +76,12 @@ static inline int pkk_wg_cout_blocks(int cout) { return (cout + PKK_WG_MR - 1) /
 static inline size_t pkk_wg_v_stride(size_t blocks, int cin) { return blocks * (size_t)cin * PKK_WG_NR + PKK_WG_SKEW; }
 static inline size_t pkk_wg_m_stride(size_t blocks, int cout)
 {
-    return blocks * (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * PKK_WG_NR + PKK_WG_SKEW;
+    return blocks * (size_t)pkk_wg_rows(cout) * PKK_WG_NR + PKK_WG_SKEW;
 }
 
 size_t pkk_winograd_weight_floats(int cin, int cout)
 {
-    return (size_t)PKK_WG_POINTS * (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * (size_t)cin;
+    return (size_t)PKK_WG_POINTS * (size_t)pkk_wg_rows(cout) * (size_t)cin;
 }
 
 typedef struct {
@@ -77,7 +90,7 @@ typedef struct {
     float *u;
 } pkk_wg_weight_args;
 
-/* Output channels [lo, hi) (up to the 6-row blocks' end) of the transform. */
+/* Output channels [lo, hi) (up to the register blocks' end) of the transform. */
 static void pkk_wg_transform_rows(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
@@ -91,10 +104,11 @@ static void pkk_wg_transform_rows(long lo, long hi, int thread, const void *args
     };
     const pkk_wg_weight_args *a = args;
     const int cin = a->cin, cout = a->cout;
-    const size_t point_stride = (size_t)pkk_wg_cout_blocks(cout) * PKK_WG_MR * cin;
+    const size_t point_stride = (size_t)pkk_wg_rows(cout) * cin;
+    const int mr = pkk_winograd_block_rows(cout);
     for (long co = lo; co < hi; co++) {
         for (int ci = 0; ci < cin; ci++) {
-            float *dst = a->u + ((size_t)(co / PKK_WG_MR) * cin + ci) * PKK_WG_MR + co % PKK_WG_MR;
+            float *dst = a->u + ((size_t)(co / mr) * cin + ci) * mr + co % mr;
             if (co >= cout) {
                 for (int p = 0; p < PKK_WG_POINTS; p++) dst[(size_t)p * point_stride] = 0.0f;
                 continue;
@@ -113,13 +127,13 @@ static void pkk_wg_transform_rows(long lo, long hi, int thread, const void *args
     }
 }
 
-/* U[p][cb][ci][r] = (G g G^T)[p] for the 3x3 kernel g = weight[6 cb + r][ci]
+/* U[p][cb][ci][r] = (G g G^T)[p] for the 3x3 kernel g = weight[mr cb + r][ci]
  * (0 for the rows past cout), in double until the final rounding;
  * OpenMP-parallel over output channels. */
 void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u)
 {
     const pkk_wg_weight_args a = { weight, cin, cout, u };
-    const long rows = (long)pkk_wg_cout_blocks(cout) * PKK_WG_MR;
+    const long rows = pkk_wg_rows(cout);
     pkk_run(rows, (size_t)rows * (size_t)cin * PKK_WG_POINTS, pkk_wg_transform_rows, &a);
 }
 
@@ -334,31 +348,33 @@ static void pkk_wg_input(long lo, long hi, int thread, const void *args)
 
 /* ---- GEMMs ---- */
 
-/* M[p] = U[p] x V[p] for transform points [lo, hi): per block of 6 output
- * channels (its U panel stays in L1), every block of 16 tiles of the chunk. */
+/* M[p] = U[p] x V[p] for transform points [lo, hi): per block of 6 (or 4)
+ * output channels (its U panel stays in L1), every block of 16 tiles of the
+ * chunk. */
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static void pkk_wg_products(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const pkk_wg_args *a = args;
-    const int cout_blocks = pkk_wg_cout_blocks(a->cout), rows = cout_blocks * PKK_WG_MR;
+    const int mr = pkk_winograd_block_rows(a->cout), rows = pkk_wg_rows(a->cout);
     const int used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
     for (long p = lo; p < hi; p++) {
         const float *up = a->u + (size_t)p * rows * a->cin;
         const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
         float *mp = a->m + (size_t)p * pkk_wg_m_stride((size_t)a->blocks, a->cout);
-        for (int cb = 0; cb < cout_blocks; cb++)
+        for (int r0 = 0; r0 < rows; r0 += mr)
             for (int tb = 0; tb < used; tb++) {
-                const float *ub = up + (size_t)cb * a->cin * PKK_WG_MR, *vb = vp + (size_t)tb * a->cin * PKK_WG_NR;
-                float *mb = mp + ((size_t)tb * rows + (size_t)cb * PKK_WG_MR) * PKK_WG_NR;
-                pkk_v8 acc[12], *out = (pkk_v8 *)mb;
-                if (a->tn - tb * PKK_WG_NR <= PKK_WG_LANES) { /* at most 8 tiles left: half a block */
-                    pkk_block_6x8(a->cin, ub, vb, acc);
-                    for (int j = 0; j < 12; j += 2) out[j] = acc[j];
+                const float *ub = up + (size_t)r0 * a->cin, *vb = vp + (size_t)tb * a->cin * PKK_WG_NR;
+                pkk_v8 acc[12], *out = (pkk_v8 *)(mp + ((size_t)tb * rows + (size_t)r0) * PKK_WG_NR);
+                const int half = a->tn - tb * PKK_WG_NR <= PKK_WG_LANES; /* at most 8 tiles left */
+                if (mr == 4) {
+                    if (half) pkk_block_4x8(a->cin, ub, vb, acc);
+                    else pkk_block_4x16(a->cin, ub, vb, acc);
                 } else {
-                    pkk_block_6x16(a->cin, ub, vb, acc);
-                    for (int j = 0; j < 12; j++) out[j] = acc[j];
+                    if (half) pkk_block_6x8(a->cin, ub, vb, acc);
+                    else pkk_block_6x16(a->cin, ub, vb, acc);
                 }
+                for (int j = 0; j < 2 * mr; j += 1 + half) out[j] = acc[j];
             }
     }
 }
@@ -388,7 +404,7 @@ static void pkk_wg_output(long lo, long hi, int thread, const void *args)
     const int h = a->h, w = a->w, relu = a->relu;
     const size_t plane = (size_t)h * w;
     const size_t out_ch = (size_t)a->batch * plane;
-    const int rows = pkk_wg_cout_blocks(a->cout) * PKK_WG_MR;
+    const int rows = pkk_wg_rows(a->cout);
     const size_t point_stride = pkk_wg_m_stride((size_t)a->blocks, a->cout);
     const pkk_v4 zero = { 0 };
     pkk_v8 m[PKK_WG_POINTS], t[24], o[16], lanes[2][8];

@@ -124,30 +124,34 @@ final class KernelWinogradTests: KernelTestCase {
     }
 
     func testTransformedWeightsAreGgGt() {
-        // U[p][co][ci] = (G g G^T)[p] with G of F(4x4, 3x3), in the 6-row block layout.
-        let (cin, cout) = (2, 7)
-        var rng = KernelRNG(seed: 900)
-        let weight = rng.floats(cout * cin * 9)
-        var u = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(cin), Int32(cout)))
-        pkk_winograd_transform_weights(weight, Int32(cin), Int32(cout), &u)
+        // U[p][cb][ci][r] = (G g G^T)[p] with G of F(4x4, 3x3) for output channel cb * block + r:
+        // blocks of 6 rows (7 and 12 output channels) and of 4 (16, where 6 would pad to 18).
+        XCTAssertEqual([7, 12, 16, 32, 64].map { Int(pkk_winograd_block_rows(Int32($0))) }, [4, 6, 4, 4, 6])
         let g: [[Double]] = [[0.25, 0, 0], [-1 / 6.0, -1 / 6.0, -1 / 6.0], [-1 / 6.0, 1 / 6.0, -1 / 6.0],
                              [1 / 24.0, 1 / 12.0, 1 / 6.0], [1 / 24.0, -1 / 12.0, 1 / 6.0], [0, 0, 1]]
-        let rows = (cout + 5) / 6 * 6
-        XCTAssertEqual(u.count, 36 * rows * cin)
-        for co in 0..<rows {
-            for ci in 0..<cin {
-                for i in 0..<6 {
-                    for j in 0..<6 {
-                        var expected = 0.0
-                        if co < cout {
-                            for a in 0..<3 {
-                                for b in 0..<3 {
-                                    expected += g[i][a] * Double(weight[(co * cin + ci) * 9 + a * 3 + b]) * g[j][b]
+        for (cin, cout) in [(2, 7), (3, 12), (2, 16)] {
+            var rng = KernelRNG(seed: 900)
+            let weight = rng.floats(cout * cin * 9)
+            var u = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(cin), Int32(cout)))
+            pkk_winograd_transform_weights(weight, Int32(cin), Int32(cout), &u)
+            let block = Int(pkk_winograd_block_rows(Int32(cout)))
+            let rows = (cout + block - 1) / block * block
+            XCTAssertEqual(u.count, 36 * rows * cin)
+            for co in 0..<rows {
+                for ci in 0..<cin {
+                    for i in 0..<6 {
+                        for j in 0..<6 {
+                            var expected = 0.0
+                            if co < cout {
+                                for a in 0..<3 {
+                                    for b in 0..<3 {
+                                        expected += g[i][a] * Double(weight[(co * cin + ci) * 9 + a * 3 + b]) * g[j][b]
+                                    }
                                 }
                             }
+                            let actual = u[(i * 6 + j) * rows * cin + (co / block) * cin * block + ci * block + co % block]
+                            XCTAssertEqual(Double(actual), expected, accuracy: 1e-6, "\(cout): U[\(i * 6 + j)][\(co)][\(ci)]")
                         }
-                        let actual = u[((i * 6 + j) * (rows / 6) + co / 6) * cin * 6 + ci * 6 + co % 6]
-                        XCTAssertEqual(Double(actual), expected, accuracy: 1e-6, "U[\(i * 6 + j)][\(co)][\(ci)]")
                     }
                 }
             }

@@ -121,7 +121,10 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
  * (each element is read before it is written: y += conv).
  */
 size_t pkk_winograd_weight_floats(int cin, int cout);
-/* u[p][co][ci] = (G g G^T)[p], p = 6 * row + column of the 6x6 transform. */
+/* Output channels per block of the transformed weights (4 or 6). */
+int pkk_winograd_block_rows(int cout);
+/* u[p][cb][ci][r] = (G g G^T)[p] for output channel cb * block rows + r,
+ * p = 6 * row + column of the 6x6 transform (0 past cout). */
 void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u);
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles);
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
