@@ -15,10 +15,10 @@
  * thread count.
  *
  * The GEMMs are the library's own 6 x 16 or 4 x 16 register blocks
- * (pkk_microkernel.h), with the operands laid out for them from the start (U
- * in blocks of 6 or 4 output channels, V and M in blocks of 16 tiles), so nothing is
- * packed or zeroed per call, which is where a BLAS spends a third of its
- * time on these shapes.
+ * (pkk_microkernel.h), with the operands laid out for them from the start
+ * (U in blocks of 6 or 4 output channels, V and M in blocks of 16 tiles), so
+ * nothing is packed or zeroed per call, which is where a BLAS spends a third
+ * of its time on these shapes.
  *
  * The transforms work on 8 tiles at once, one 8-float vector per value: the
  * tiles' 6x6 patches come from zero-padded copies of the input planes (so
@@ -60,7 +60,7 @@ int pkk_winograd_block_rows(int cout)
     return rows4 < rows6 && (rows6 - cout) * 16 > cout ? 4 : 6;
 }
 
-/* Output channels rounded up to whole register blocks. */
+/* Output channels rounded up to whole register blocks: U's and M's rows. */
 static inline int pkk_wg_rows(int cout)
 {
     const int mr = pkk_winograd_block_rows(cout);
@@ -68,7 +68,7 @@ static inline int pkk_wg_rows(int cout)
 }
 
 /* Floats from one transform point to the next in V [36][blocks][cin][16]
- * and M [36][blocks][6 * cout blocks][16]: the points' data plus one
+ * and M [36][blocks][rows][16]: the points' data plus one
  * 64-byte line. A tile group's 36 points are written (V) and read (M)
  * together; with strides a multiple of 4 KiB, as chunk sizes often make
  * them, they would all fall into the same cache sets and evict each other. */
@@ -159,7 +159,7 @@ typedef struct {
     size_t t0;   /* first tile of the chunk */
     int tn;      /* tiles in the chunk */
     int blocks;  /* blocks of 16 tiles a chunk holds: V [36][blocks][cin][16],
-                    M [36][blocks][6 * cout blocks][16] */
+                    M [36][blocks][rows][16], points pkk_wg_v_stride / m_stride apart */
 } pkk_wg_args;
 
 static inline pkk_tile pkk_tile_at(const pkk_wg_args *a, size_t t)
