@@ -34,6 +34,69 @@ void pkk_run(long n, size_t work, pkk_range_fn fn, const void *args);
 /* Threads pkk_run would use for n items (1 if it would not fork). */
 int pkk_run_threads(long n, size_t work);
 
+/* Per-row double sums of the training kernels: element i goes into partial
+ * sum i % 16 and the partials are added in index order, so the result is
+ * fixed by the row alone (the same bits on any thread count). Sixteen
+ * independent chains instead of one: a single double sum waits 3-4 cycles
+ * per element on the addition before, which made these sums the slowest
+ * passes of a training step. pkk_row_sum: sum r[i]. pkk_row_sum_sq_dev:
+ * sum (r[i] - mean)^2. pkk_row_sum_dot: *sum = sum dy[i], *dot = sum dy[i] *
+ * ((x[i] - mean) * scale). */
+#define PKK_SUM_LANES 16
+
+static inline double pkk_fold_lanes(const double p[PKK_SUM_LANES])
+{
+    double s = 0.0;
+    for (int l = 0; l < PKK_SUM_LANES; l++) s += p[l];
+    return s;
+}
+
+static inline double pkk_row_sum(const float *r, size_t n)
+{
+    double p[PKK_SUM_LANES] = { 0 };
+    size_t i = 0;
+    for (; i + PKK_SUM_LANES <= n; i += PKK_SUM_LANES)
+        for (int l = 0; l < PKK_SUM_LANES; l++) p[l] += (double)r[i + l];
+    for (; i < n; i++) p[i % PKK_SUM_LANES] += (double)r[i];
+    return pkk_fold_lanes(p);
+}
+
+static inline double pkk_row_sum_sq_dev(const float *r, double mean, size_t n)
+{
+    double p[PKK_SUM_LANES] = { 0 };
+    size_t i = 0;
+    for (; i + PKK_SUM_LANES <= n; i += PKK_SUM_LANES)
+        for (int l = 0; l < PKK_SUM_LANES; l++) {
+            const double d = (double)r[i + l] - mean;
+            p[l] += d * d;
+        }
+    for (; i < n; i++) {
+        const double d = (double)r[i] - mean;
+        p[i % PKK_SUM_LANES] += d * d;
+    }
+    return pkk_fold_lanes(p);
+}
+
+static inline void pkk_row_sum_dot(const float *dy, const float *x, double mean, double scale, size_t n,
+                                   double *sum, double *dot)
+{
+    double p[PKK_SUM_LANES] = { 0 }, q[PKK_SUM_LANES] = { 0 };
+    size_t i = 0;
+    for (; i + PKK_SUM_LANES <= n; i += PKK_SUM_LANES)
+        for (int l = 0; l < PKK_SUM_LANES; l++) {
+            const double d = (double)dy[i + l];
+            p[l] += d;
+            q[l] += d * (((double)x[i + l] - mean) * scale);
+        }
+    for (; i < n; i++) {
+        const double d = (double)dy[i];
+        p[i % PKK_SUM_LANES] += d;
+        q[i % PKK_SUM_LANES] += d * (((double)x[i] - mean) * scale);
+    }
+    *sum = pkk_fold_lanes(p);
+    *dot = pkk_fold_lanes(q);
+}
+
 /* The forward convolution's im2col (conv.c), on the calling thread only:
  * col[(ci, ky, kx)][j] for output columns [c0, c0 + tn) of a conv of x
  * [cin][batch][h][w] (groups 1). For kernels that are already inside their

@@ -192,10 +192,7 @@ static void tr_channel_sums(long lo, long hi, int thread, const void *args)
     (void)thread;
     const tr_sum_args *a = args;
     for (long c = lo; c < hi; c++) {
-        const float *restrict r = a->a + (size_t)c * a->n;
-        double s = 0.0;
-        for (size_t i = 0; i < a->n; i++) s += r[i];
-        a->out[c] = (float)((double)a->out[c] + s);
+        a->out[c] = (float)((double)a->out[c] + pkk_row_sum(a->a + (size_t)c * a->n, a->n));
     }
 }
 

@@ -3,8 +3,8 @@
  * ReLU, gradient accumulation, max-pool backward.
  *
  * BatchNorm works per channel on a contiguous row of n = batch*h*w values, so
- * one thread owns a channel and every per-channel sum is sequential, in
- * double, in index order: the results do not depend on the thread count.
+ * one thread owns a channel and every per-channel sum is in double, in a
+ * fixed order (pkk_row_sum): the results do not depend on the thread count.
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
@@ -69,11 +69,8 @@ static void tr_bn_affine_bwd(long lo, long hi, int thread, const void *args)
         const float *xr = a->x + (size_t)c * a->n;
         const float *dyr = a->dy + (size_t)c * a->n;
         if (a->dgamma != NULL || a->dbeta != NULL) {
-            double sdy = 0.0, sdyx = 0.0;
-            for (size_t i = 0; i < a->n; i++) {
-                sdy += dyr[i];
-                sdyx += (double)dyr[i] * (((double)xr[i] - mean) * invstd);
-            }
+            double sdy, sdyx;
+            pkk_row_sum_dot(dyr, xr, mean, invstd, a->n, &sdy, &sdyx);
             if (a->dgamma) a->dgamma[c] = (float)((double)a->dgamma[c] + sdyx);
             if (a->dbeta) a->dbeta[c] = (float)((double)a->dbeta[c] + sdy);
         }
@@ -110,14 +107,8 @@ static void tr_bn_batch_fwd(long lo, long hi, int thread, const void *args)
     for (long c = lo; c < hi; c++) {
         const float *xr = a->x + (size_t)c * a->n;
         /* two passes: the mean, then squares about it (no cancellation) */
-        double s = 0.0;
-        for (size_t i = 0; i < a->n; i++) s += xr[i];
-        const double mean = s / n;
-        double q = 0.0;
-        for (size_t i = 0; i < a->n; i++) {
-            const double d = (double)xr[i] - mean;
-            q += d * d;
-        }
+        const double mean = pkk_row_sum(xr, a->n) / n;
+        const double q = pkk_row_sum_sq_dev(xr, mean, a->n);
         const double var = q / n; /* biased: what normalises */
         const double invstd = 1.0 / sqrt(var + (double)a->eps);
         const double m = (double)a->momentum;
@@ -157,11 +148,8 @@ static void tr_bn_batch_bwd(long lo, long hi, int thread, const void *args)
         const double mean = a->save_mean[c], invstd = a->save_invstd[c];
         const float *xr = a->x + (size_t)c * a->n;
         const float *dyr = a->dy + (size_t)c * a->n;
-        double sdy = 0.0, sdyx = 0.0;
-        for (size_t i = 0; i < a->n; i++) {
-            sdy += dyr[i];
-            sdyx += (double)dyr[i] * (((double)xr[i] - mean) * invstd);
-        }
+        double sdy, sdyx;
+        pkk_row_sum_dot(dyr, xr, mean, invstd, a->n, &sdy, &sdyx);
         if (a->dgamma) a->dgamma[c] = (float)((double)a->dgamma[c] + sdyx);
         if (a->dbeta) a->dbeta[c] = (float)((double)a->dbeta[c] + sdy);
         if (a->dx == NULL) continue;
