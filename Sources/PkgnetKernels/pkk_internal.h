@@ -38,8 +38,8 @@ int pkk_run_threads(long n, size_t work);
  * sum i % 16 and the partials are added in index order, so the result is
  * fixed by the row alone (the same bits on any thread count). Sixteen
  * independent chains instead of one: a single double sum waits 3-4 cycles
- * per element on the addition before, which made these sums the slowest
- * passes of a training step. pkk_row_sum: sum r[i]. pkk_row_sum_sq_dev:
+ * per element on the addition before, so these passes were bound by that
+ * latency rather than by memory. pkk_row_sum: sum r[i]. pkk_row_sum_sq_dev:
  * sum (r[i] - mean)^2. pkk_row_sum_dot: *sum = sum dy[i], *dot = sum dy[i] *
  * ((x[i] - mean) * scale). */
 #define PKK_SUM_LANES 16

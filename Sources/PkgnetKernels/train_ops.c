@@ -4,7 +4,8 @@
  *
  * BatchNorm works per channel on a contiguous row of n = batch*h*w values, so
  * one thread owns a channel and every per-channel sum is in double, in a
- * fixed order (pkk_row_sum): the results do not depend on the thread count.
+ * fixed order (pkk_row_sum and kin, pkk_internal.h): the results do not
+ * depend on the thread count.
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
