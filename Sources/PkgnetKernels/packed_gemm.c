@@ -13,13 +13,14 @@
  * C [m][n] = A [m][k] x B [k][n], B row-major with any row stride ldb (read
  * in place: each column block's slice is copied into an L1 panel, below).
  * The register block is pkk_block_6x16: per k, six broadcast weights and
- * two 8-float rows of B. k is cut in chunks of
+ * two 8-float rows of B; on AVX-512 CPUs pkk_block_zmm's 6 x 32, two
+ * 16-float rows, so column blocks are 32 wide there. k is cut in chunks of
  * PKK_PG_KC, and A is packed chunk by chunk, row block by row block
  * [chunk][row block][kc][6], so the weights of one chunk are one contiguous
  * stream (a batch-1 product is bound by reading them). In a chunk, the
  * blocks of C are walked GotoBLAS-style: per group of row blocks (their
  * weights, PKK_PG_A_BLOCK floats, stay in L2), per column block (its
- * kc x 16 slice of B stays in L1), every row block of the group.
+ * kc x 16 or kc x 32 slice of B stays in L1), every row block of the group.
  *
  * Each thread owns a contiguous range of C's blocks (in that walk's order)
  * for the whole product and accumulates in C chunk after chunk: every
@@ -30,8 +31,9 @@
 #include "pkk_internal.h"
 #include "pkk_microkernel.h"
 
+#include <string.h>
+
 #define PKK_PG_MR 6  /* rows per register block */
-#define PKK_PG_NR 16 /* columns per register block */
 #define PKK_PG_KC 256
 /* Weights per group of row blocks: 256 KiB, a quarter of L2. */
 #define PKK_PG_A_BLOCK 65536
@@ -101,23 +103,52 @@ typedef struct {
     const float *a, *b, *bias, *residual;
     float *c;
     size_t ldb, ldc;
-    int m, n, k, relu, col_blocks, group; /* group: row blocks per L2 group */
+    int m, n, k, relu;
+    int nr;                /* columns per block: 16, or 32 on the AVX-512 path (two 16-float vectors) */
+    int col_blocks, group; /* group: row blocks per L2 group */
 } pkk_pg_args;
 
-/* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
- * block, row block), k chunk by k chunk. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
+/* What a block's row of C becomes: v (the sum over this chunk) plus the
+ * earlier chunks' sum held in C, then on the last chunk bias, residual and
+ * ReLU. One element. */
+static inline float pkk_pg_finish(const pkk_pg_args *g, float v, const float *crow, const float *res, float bias,
+                                  int first, int last, int j)
 {
-    (void)thread;
-    const pkk_pg_args *g = args;
+    if (!first) v += crow[j];
+    if (last) {
+        v += bias;
+        if (res) v += res[j];
+        if (g->relu && v < 0.0f) v = 0.0f;
+    }
+    return v;
+}
+
+/* Rows [0, rows) of a block whose accumulators were spilled to acc: row r's
+ * columns at acc[r * 2 * lanes ...], the first `cols` of them stored. */
+static inline void pkk_pg_store_cols(const pkk_pg_args *g, const float *acc, int lanes, int rows, int cols, int r0,
+                                     int c0, int first, int last)
+{
+    for (int r = 0; r < rows; r++) {
+        float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;
+        const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;
+        const float bias = last && g->bias ? g->bias[r0 + r] : 0.0f;
+        for (int j = 0; j < cols; j++) crow[j] = pkk_pg_finish(g, acc[r * 2 * lanes + j], crow, res, bias, first, last, j);
+    }
+}
+
+/* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
+ * block, row block), k chunk by k chunk; wide: the AVX-512 register block,
+ * 6 x 32. */
+static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi, const pkk_pg_args *g, int wide)
+{
+    const int nr = wide ? 32 : 16;
     const int row_blocks = pkk_pg_row_blocks(g->m);
     const size_t group_items = (size_t)g->group * g->col_blocks;
-    /* The kc x 16 slice of B the current column block reads, copied into one
-     * contiguous, aligned panel: B's rows are ldb apart, up to a page each,
-     * and a kernel walking them directly loses a fifth to TLB misses. */
-    float panel[PKK_PG_KC * PKK_PG_NR] __attribute__((aligned(64)));
-    pkk_v8 acc[12];
+    /* The kc x nr slice of B the current column block reads, copied into
+     * contiguous, aligned panels of 16 columns each ([nr / 16][kc][16]): B's
+     * rows are ldb apart, up to a page each, and a kernel walking them
+     * directly loses a fifth to TLB misses. */
+    float panel[PKK_PG_KC * 32] __attribute__((aligned(64)));
     for (int k0 = 0; k0 < g->k; k0 += PKK_PG_KC) {
         const int kc = g->k - k0 < PKK_PG_KC ? g->k - k0 : PKK_PG_KC;
         const int first = k0 == 0, last = k0 + kc == g->k;
@@ -128,65 +159,103 @@ static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
             const int in_group = row_blocks - g0 < g->group ? row_blocks - g0 : g->group;
             const size_t r = (size_t)item % group_items;
             const int cb = (int)(r / (size_t)in_group), rb = g0 + (int)(r % (size_t)in_group);
-            const int r0 = rb * PKK_PG_MR, c0 = cb * PKK_PG_NR;
+            const int r0 = rb * PKK_PG_MR, c0 = cb * nr;
             const int rows = g->m - r0 < PKK_PG_MR ? g->m - r0 : PKK_PG_MR;
-            const int cols = g->n - c0 < PKK_PG_NR ? g->n - c0 : PKK_PG_NR;
+            const int cols = g->n - c0 < nr ? g->n - c0 : nr;
             const float *a = a_chunk + (size_t)rb * kc * PKK_PG_MR;
             if (panel_of != cb) { /* columns past n are zeros: B is never read past them */
                 const float *b = g->b + (size_t)k0 * g->ldb + c0;
                 for (int i = 0; i < kc; i++) {
                     const float *row = b + (size_t)i * g->ldb;
-                    if (cols == PKK_PG_NR) {
-                        *(pkk_v8 *)(panel + i * PKK_PG_NR) = *(const pkk_v8u *)row;
-                        *(pkk_v8 *)(panel + i * PKK_PG_NR + 8) = *(const pkk_v8u *)(row + 8);
-                    } else {
-                        for (int j = 0; j < PKK_PG_NR; j++) panel[i * PKK_PG_NR + j] = j < cols ? row[j] : 0.0f;
+                    for (int h = 0; h < nr / 16; h++) {
+                        float *dst = panel + ((size_t)h * kc + i) * 16;
+                        if (cols == nr) {
+                            *(pkk_v8 *)dst = *(const pkk_v8u *)(row + 16 * h);
+                            *(pkk_v8 *)(dst + 8) = *(const pkk_v8u *)(row + 16 * h + 8);
+                        } else {
+                            for (int j = 0; j < 16; j++) dst[j] = 16 * h + j < cols ? row[16 * h + j] : 0.0f;
+                        }
                     }
                 }
                 panel_of = cb;
             }
+            if (wide) {
+                pkk_v16 acc[12];
+                if (cols > 16) pkk_block_zmm(kc, 6, 2, a, panel, (size_t)kc * 16, acc);
+                else pkk_block_zmm(kc, 6, 1, a, panel, (size_t)kc * 16, acc);
+                if (cols < nr) {
+                    float spill[12 * 16];
+                    memcpy(spill, acc, sizeof spill);
+                    pkk_pg_store_cols(g, spill, 16, rows, cols, r0, c0, first, last);
+                    continue;
+                }
+                for (int rr = 0; rr < rows; rr++) {
+                    float *crow = g->c + (size_t)(r0 + rr) * g->ldc + c0;
+                    const float *res = last && g->residual ? g->residual + (size_t)(r0 + rr) * g->ldc + c0 : NULL;
+                    const float bias = last && g->bias ? g->bias[r0 + rr] : 0.0f;
+                    for (int h = 0; h < 2; h++) {
+                        pkk_v16 v = acc[2 * rr + h];
+                        if (!first) v += *(const pkk_v16u *)(crow + 16 * h);
+                        if (last) {
+                            v += bias;
+                            if (res) v += *(const pkk_v16u *)(res + 16 * h);
+                            if (g->relu) v = __builtin_elementwise_max(v, (pkk_v16){ 0 });
+                        }
+                        *(pkk_v16u *)(crow + 16 * h) = v;
+                    }
+                }
+                continue;
+            }
+            pkk_v8 acc[12];
             if (cols <= 8) pkk_block_6x8(kc, a, panel, acc);
             else pkk_block_6x16(kc, a, panel, acc);
-            for (int r = 0; r < rows; r++) {
-                float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;
-                const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;
-                const float bias = last && g->bias ? g->bias[r0 + r] : 0.0f;
-                if (cols == PKK_PG_NR) {
-                    for (int h = 0; h < 2; h++) {
-                        pkk_v8 v = acc[2 * r + h];
-                        if (!first) v += *(const pkk_v8u *)(crow + 8 * h);
-                        if (last) {
-                            v += bias;
-                            if (res) v += *(const pkk_v8u *)(res + 8 * h);
-                            if (g->relu) v = __builtin_elementwise_max(v, (pkk_v8){ 0 });
-                        }
-                        *(pkk_v8u *)(crow + 8 * h) = v;
+            if (cols < nr) {
+                float spill[12 * 8];
+                memcpy(spill, acc, sizeof spill);
+                pkk_pg_store_cols(g, spill, 8, rows, cols, r0, c0, first, last);
+                continue;
+            }
+            for (int rr = 0; rr < rows; rr++) {
+                float *crow = g->c + (size_t)(r0 + rr) * g->ldc + c0;
+                const float *res = last && g->residual ? g->residual + (size_t)(r0 + rr) * g->ldc + c0 : NULL;
+                const float bias = last && g->bias ? g->bias[r0 + rr] : 0.0f;
+                for (int h = 0; h < 2; h++) {
+                    pkk_v8 v = acc[2 * rr + h];
+                    if (!first) v += *(const pkk_v8u *)(crow + 8 * h);
+                    if (last) {
+                        v += bias;
+                        if (res) v += *(const pkk_v8u *)(res + 8 * h);
+                        if (g->relu) v = __builtin_elementwise_max(v, (pkk_v8){ 0 });
                     }
-                } else {
-                    for (int j = 0; j < cols; j++) {
-                        float v = acc[2 * r + j / 8][j % 8];
-                        if (!first) v += crow[j];
-                        if (last) {
-                            v += bias;
-                            if (res) v += res[j];
-                            if (g->relu && v < 0.0f) v = 0.0f;
-                        }
-                        crow[j] = v;
-                    }
+                    *(pkk_v8u *)(crow + 8 * h) = v;
                 }
             }
         }
     }
 }
 
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+static void pkk_pg_blocks(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    pkk_pg_range(lo, hi, args, 0);
+}
+
+PKK_AVX512 static void pkk_pg_blocks_avx512(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    pkk_pg_range(lo, hi, args, 1);
+}
+
 void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
                      const float *bias, const float *residual, int relu)
 {
     if (m <= 0 || n <= 0) return;
-    const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + PKK_PG_NR - 1) / PKK_PG_NR;
+    const int wide = pkk_use_avx512(), nr = wide ? 32 : 16;
+    const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + nr - 1) / nr;
     int group = PKK_PG_A_BLOCK / (PKK_PG_KC * PKK_PG_MR);
     if (group > row_blocks) group = row_blocks;
-    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, col_blocks, group };
+    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, nr, col_blocks, group };
     if (k <= 0) { /* an empty sum: the epilogue alone */
         for (int r = 0; r < m; r++)
             for (int j = 0; j < n; j++) {
@@ -196,5 +265,5 @@ void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t
             }
         return;
     }
-    pkk_run((long)row_blocks * col_blocks, (size_t)m * n * k, pkk_pg_blocks, &g);
+    pkk_run((long)row_blocks * col_blocks, (size_t)m * n * k, wide ? pkk_pg_blocks_avx512 : pkk_pg_blocks, &g);
 }

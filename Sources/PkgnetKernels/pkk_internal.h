@@ -31,6 +31,11 @@ void pkk_set_errorf(const char *format, ...) PKK_PRINTF(1, 2);
 typedef void (*pkk_range_fn)(long lo, long hi, int thread, const void *args);
 void pkk_run(long n, size_t work, pkk_range_fn fn, const void *args);
 
+/* The CPU and the OS support x86-64-v4 (AVX-512 F, BW, CD, DQ, VL and the
+ * ZMM state, the test target_clones resolvers make), and pkk_allow_avx512
+ * has not turned it off: kernels may call their PKK_AVX512 functions. */
+int pkk_use_avx512(void);
+
 /* Threads pkk_run would use for n items (1 if it would not fork). */
 int pkk_run_threads(long n, size_t work);
 

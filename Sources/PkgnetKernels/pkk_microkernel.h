@@ -1,5 +1,6 @@
 /* The register blocks of this library's own GEMMs (6 x 16: winograd.c,
- * packed_gemm.c; 4 x 16: winograd.c). Private, not installed. */
+ * packed_gemm.c; 4 x 16: winograd.c), in 8-float vectors (AVX2) and in
+ * 16-float ones (AVX-512). Private, not installed. */
 #ifndef PKK_MICROKERNEL_H
 #define PKK_MICROKERNEL_H
 
@@ -70,6 +71,45 @@ static inline __attribute__((always_inline)) void pkk_block_4x8(int k, const flo
         c0 += a[0] * b0; c1 += a[1] * b0; c2 += a[2] * b0; c3 += a[3] * b0;
     }
     acc[0] = c0; acc[2] = c1; acc[4] = c2; acc[6] = c3;
+}
+
+/* ---- AVX-512 ----
+ *
+ * On CPUs with AVX-512 a 16-float FMA costs what an 8-float one does: twice
+ * the arithmetic per cycle. Functions that use 16-float vectors carry
+ * PKK_AVX512 (the x86-64-v4 instruction set, and 512-bit registers: clang
+ * otherwise splits 64-byte vectors into two 256-bit halves, its default
+ * tuning for these CPUs) and run only where pkk_use_avx512() holds. */
+#define PKK_AVX512 __attribute__((target("arch=x86-64-v4"), min_vector_width(512)))
+
+typedef float pkk_v16 __attribute__((vector_size(64)));
+typedef float pkk_v16u __attribute__((vector_size(64), aligned(4))); /* unaligned access */
+
+/* acc[2r + h] = sum_i a[i][r] * b_h[i][0 .. 15] for r < mr, h < nb, over k
+ * rows of a [k][mr] and of b_0 = b, b_1 = b + b_next ([k][16] each, 64-byte
+ * aligned), summed in order of i, as the 8-float blocks do. Per row of b:
+ * mr broadcasts, nb 16-float loads and mr * nb accumulators in registers
+ * (6 x 2: twelve, more than the eight that two FMA units with a 4-cycle
+ * latency keep busy). mr (6 or 4) and nb (1 or 2) are constants where this
+ * is inlined, so the loops unroll onto named registers. */
+static inline __attribute__((always_inline)) void pkk_block_zmm(int k, int mr, int nb, const float *restrict a,
+                                                                 const float *restrict b, size_t b_next,
+                                                                 pkk_v16 acc[12])
+{
+    pkk_v16 c[6][2];
+    for (int r = 0; r < mr; r++) c[r][0] = c[r][1] = (pkk_v16){ 0 };
+    for (int i = 0; i < k; i++, a += mr, b += 16) {
+        const pkk_v16 b0 = *(const pkk_v16 *)b;
+        const pkk_v16 b1 = nb == 2 ? *(const pkk_v16 *)(b + b_next) : b0;
+        for (int r = 0; r < mr; r++) {
+            c[r][0] += a[r] * b0;
+            if (nb == 2) c[r][1] += a[r] * b1;
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        acc[2 * r] = c[r][0];
+        acc[2 * r + 1] = c[r][1];
+    }
 }
 
 #endif /* PKK_MICROKERNEL_H */

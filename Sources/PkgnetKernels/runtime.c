@@ -20,6 +20,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,27 @@ static const char *pkk_core_for_cpu(const pkk_cpu *cpu)
     if (cpu->avx && cpu->avx2 && cpu->fma && cpu->os_ymm)
         return "Haswell";
     return NULL;
+}
+
+/* The kernels' own instruction-set test. The target_clones resolvers test
+ * the same way, and a kernel may be called before pkk_runtime_init. */
+static int pkk_cpu_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v4");
+}
+
+static atomic_int pkk_avx512_allowed = 1;
+
+int pkk_allow_avx512(int allow)
+{
+    atomic_store_explicit(&pkk_avx512_allowed, allow != 0, memory_order_relaxed);
+    return pkk_cpu_avx512();
+}
+
+int pkk_use_avx512(void)
+{
+    return atomic_load_explicit(&pkk_avx512_allowed, memory_order_relaxed) && pkk_cpu_avx512();
 }
 
 /* ---- OpenBLAS ---- */
@@ -440,8 +462,9 @@ static void pkk_build_info(void)
     if (dladdr((void *)omp_get_max_threads, &info) != 0 && info.dli_fname != NULL)
         snprintf(omp, sizeof omp, "LLVM libomp (%s)", info.dli_fname);
 
-    snprintf(pkk_info, sizeof pkk_info, "cpu:%s; blas: %s; openmp: %s; default threads: %d",
-             features[0] ? features : " baseline x86-64", blas, omp, pkk_default_threads());
+    const char *kernels = pkk_cpu_avx512() ? "AVX-512" : __builtin_cpu_supports("x86-64-v3") ? "AVX2" : "SSE4.2";
+    snprintf(pkk_info, sizeof pkk_info, "cpu:%s; kernels: %s; blas: %s; openmp: %s; default threads: %d",
+             features[0] ? features : " baseline x86-64", kernels, blas, omp, pkk_default_threads());
 }
 
 const char *pkk_system_info(void)

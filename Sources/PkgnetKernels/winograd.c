@@ -350,22 +350,38 @@ static void pkk_wg_input(long lo, long hi, int thread, const void *args)
 
 /* M[p] = U[p] x V[p] for transform points [lo, hi): per block of 6 (or 4)
  * output channels (its U panel stays in L1), every block of 16 tiles of the
- * chunk. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-static void pkk_wg_products(long lo, long hi, int thread, const void *args)
+ * chunk; with AVX-512 (wide), two blocks of tiles at a time, one 16-float
+ * vector per row of each. */
+static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo, long hi, const pkk_wg_args *a,
+                                                                         int wide)
 {
-    (void)thread;
-    const pkk_wg_args *a = args;
     const int mr = pkk_winograd_block_rows(a->cout), rows = pkk_wg_rows(a->cout);
     const int used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
+    const size_t v_block = (size_t)a->cin * PKK_WG_NR;
     for (long p = lo; p < hi; p++) {
         const float *up = a->u + (size_t)p * rows * a->cin;
         const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
         float *mp = a->m + (size_t)p * pkk_wg_m_stride((size_t)a->blocks, a->cout);
         for (int r0 = 0; r0 < rows; r0 += mr)
-            for (int tb = 0; tb < used; tb++) {
-                const float *ub = up + (size_t)r0 * a->cin, *vb = vp + (size_t)tb * a->cin * PKK_WG_NR;
-                pkk_v8 acc[12], *out = (pkk_v8 *)(mp + ((size_t)tb * rows + (size_t)r0) * PKK_WG_NR);
+            for (int tb = 0; tb < used; tb += wide ? 2 : 1) {
+                const float *ub = up + (size_t)r0 * a->cin, *vb = vp + (size_t)tb * v_block;
+                float *mb = mp + ((size_t)tb * rows + (size_t)r0) * PKK_WG_NR;
+                if (wide) { /* a lone last block computes 16 columns even if 8 are tiles: the rest are zeros */
+                    const int pair = used - tb >= 2;
+                    pkk_v16 acc[12];
+                    if (mr == 4) {
+                        if (pair) pkk_block_zmm(a->cin, 4, 2, ub, vb, v_block, acc);
+                        else pkk_block_zmm(a->cin, 4, 1, ub, vb, v_block, acc);
+                    } else {
+                        if (pair) pkk_block_zmm(a->cin, 6, 2, ub, vb, v_block, acc);
+                        else pkk_block_zmm(a->cin, 6, 1, ub, vb, v_block, acc);
+                    }
+                    for (int h = 0; h <= pair; h++)
+                        for (int r = 0; r < mr; r++)
+                            *(pkk_v16 *)(mb + ((size_t)h * rows + r) * PKK_WG_NR) = acc[2 * r + h];
+                    continue;
+                }
+                pkk_v8 acc[12], *out = (pkk_v8 *)mb;
                 const int half = a->tn - tb * PKK_WG_NR <= PKK_WG_LANES; /* at most 8 tiles left */
                 if (mr == 4) {
                     if (half) pkk_block_4x8(a->cin, ub, vb, acc);
@@ -377,6 +393,19 @@ static void pkk_wg_products(long lo, long hi, int thread, const void *args)
                 for (int j = 0; j < 2 * mr; j += 1 + half) out[j] = acc[j];
             }
     }
+}
+
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+static void pkk_wg_products(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    pkk_wg_products_range(lo, hi, args, 0);
+}
+
+PKK_AVX512 static void pkk_wg_products_avx512(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    pkk_wg_products_range(lo, hi, args, 1);
 }
 
 /* ---- output transform ---- */
@@ -467,11 +496,13 @@ static size_t pkk_wg_pad_floats(int batch, int tiles_y, int tiles_x, size_t bloc
 
 static size_t pkk_wg_blocks(size_t tiles) { return (tiles + PKK_WG_NR - 1) / PKK_WG_NR; }
 
-/* Scratch for chunks of `blocks` blocks on `threads` threads. */
+/* Scratch for chunks of `blocks` blocks on `threads` threads: V, M, the
+ * padded planes, and 15 floats to align V and M to 64 bytes (the GEMMs'
+ * aligned 16-float loads and stores; scratch may come from anywhere). */
 static size_t pkk_wg_need(int cin, int cout, int batch, int tiles_y, int tiles_x, size_t blocks, size_t threads)
 {
     return PKK_WG_POINTS * (pkk_wg_v_stride(blocks, cin) + pkk_wg_m_stride(blocks, cout))
-         + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
+         + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks) + 15;
 }
 
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
@@ -487,7 +518,7 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
                          const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)
 {
     if (cache == NULL || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
-    if (((uintptr_t)scratch & 31) != 0) return 0; /* the GEMM's aligned vector loads */
+    if (((uintptr_t)scratch & 3) != 0) return 0;
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
     /* The most blocks per chunk that fit: the padded planes grow with them. */
@@ -503,19 +534,22 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
     const float *u = pkk_weight_cache_get(cache, pkk_winograd_weight_floats(cin, cout), pkk_wg_fill, &wa);
     if (u == NULL) return 0;
 
-    float *v = scratch, *m = v + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin);
+    float *v = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
+    float *m = v + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin);
     float *pad = m + PKK_WG_POINTS * pkk_wg_m_stride(blocks, cout);
     const size_t pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
     pkk_wg_args a = { x, u, bias, residual, y, v, m, pad, pad_floats, cin, cout, batch, h, w,
                       tiles_y, tiles_x, relu, 0, 0, (int)blocks };
     const size_t capacity = blocks * PKK_WG_NR;
+    const int avx512 = pkk_use_avx512();
     for (size_t t0 = 0; t0 < tiles; t0 += capacity) {
         a.t0 = t0;
         a.tn = (int)(tiles - t0 < capacity ? tiles - t0 : capacity);
         const size_t in_work = (size_t)cin * a.tn * PKK_WG_POINTS;
         const size_t out_work = (size_t)cout * a.tn * PKK_WG_POINTS;
         pkk_run(cin, in_work, pkk_wg_input, &a);
-        pkk_run(PKK_WG_POINTS, in_work / PKK_WG_POINTS * cout, pkk_wg_products, &a);
+        pkk_run(PKK_WG_POINTS, in_work / PKK_WG_POINTS * cout, avx512 ? pkk_wg_products_avx512 : pkk_wg_products,
+                &a);
         pkk_run(cout, out_work, pkk_wg_output, &a);
     }
     return 1;

@@ -9,7 +9,7 @@ final class KernelPackedGemmTests: KernelTestCase {
     }
 
     /// Rows that are not multiples of the 6-row block, columns around the
-    /// 8/16 block sizes, k over one and several 256-long chunks, small and
+    /// 8/16/32 block sizes (32: the AVX-512 path's), k over one and several 256-long chunks, small and
     /// large A (50 row blocks: two L2 groups of the walk).
     private let cases: [Case] = [
         Case(m: 1, n: 1, k: 1, bias: true, residual: false, relu: false),
@@ -18,6 +18,8 @@ final class KernelPackedGemmTests: KernelTestCase {
         Case(m: 7, n: 16, k: 257, bias: true, residual: false, relu: true),
         Case(m: 13, n: 17, k: 600, bias: false, residual: false, relu: false),
         Case(m: 64, n: 40, k: 64, bias: true, residual: true, relu: true),
+        Case(m: 9, n: 48, k: 20, bias: true, residual: false, relu: true),
+        Case(m: 12, n: 64, k: 40, bias: false, residual: true, relu: false),
         Case(m: 300, n: 33, k: 300, bias: true, residual: true, relu: true),  // two row-block groups, two k chunks
     ]
 
@@ -48,29 +50,31 @@ final class KernelPackedGemmTests: KernelTestCase {
     }
 
     func testMatchesDoubleReference() {
-        for threads: Int32 in [1, 2] {
-            pkk_set_threads(threads)
-            for (index, c) in cases.enumerated() {
-                var rng = KernelRNG(seed: UInt64(1000 + index))
-                let a = rng.floats(c.m * c.k), b = rng.floats(c.k * c.n)
-                let bias = c.bias ? rng.floats(c.m) : nil
-                let residual = c.residual ? rng.floats(c.m * c.n) : nil
-                let (out, ldc) = gemm(c, a: a, b: b, bias: bias, residual: residual)
-                var expected = [Double](repeating: 0, count: c.m * c.n)
-                var actual = [Float](repeating: 0, count: c.m * c.n)
-                for i in 0..<c.m {
-                    for j in 0..<c.n {
-                        var sum = 0.0
-                        for p in 0..<c.k { sum += Double(a[i * c.k + p]) * Double(b[p * c.n + j]) }
-                        if let bias { sum += Double(bias[i]) }
-                        if let residual { sum += Double(residual[i * c.n + j]) }
-                        expected[i * c.n + j] = c.relu ? max(sum, 0) : sum
-                        actual[i * c.n + j] = out[i * ldc + j]
+        forEachKernelPath { path in
+            for threads: Int32 in [1, 2] {
+                pkk_set_threads(threads)
+                for (index, c) in cases.enumerated() {
+                    var rng = KernelRNG(seed: UInt64(1000 + index))
+                    let a = rng.floats(c.m * c.k), b = rng.floats(c.k * c.n)
+                    let bias = c.bias ? rng.floats(c.m) : nil
+                    let residual = c.residual ? rng.floats(c.m * c.n) : nil
+                    let (out, ldc) = gemm(c, a: a, b: b, bias: bias, residual: residual)
+                    var expected = [Double](repeating: 0, count: c.m * c.n)
+                    var actual = [Float](repeating: 0, count: c.m * c.n)
+                    for i in 0..<c.m {
+                        for j in 0..<c.n {
+                            var sum = 0.0
+                            for p in 0..<c.k { sum += Double(a[i * c.k + p]) * Double(b[p * c.n + j]) }
+                            if let bias { sum += Double(bias[i]) }
+                            if let residual { sum += Double(residual[i * c.n + j]) }
+                            expected[i * c.n + j] = c.relu ? max(sum, 0) : sum
+                            actual[i * c.n + j] = out[i * ldc + j]
+                        }
+                        for j in c.n..<ldc { XCTAssertEqual(out[i * ldc + j], -7, "\(c): wrote C[\(i)][\(j)] outside n") }
                     }
-                    for j in c.n..<ldc { XCTAssertEqual(out[i * ldc + j], -7, "\(c): wrote C[\(i)][\(j)] outside n") }
+                    // Sums of k products of values in [-1, 1]: error relative to sqrt(k).
+                    assertClose(actual, expected, rel: 1e-5, floor: Double(c.k).squareRoot(), "packed gemm \(c) threads \(threads) \(path)")
                 }
-                // Sums of k products of values in [-1, 1]: error relative to sqrt(k).
-                assertClose(actual, expected, rel: 1e-5, floor: Double(c.k).squareRoot(), "packed gemm \(c) threads \(threads)")
             }
         }
         pkk_set_threads(0)
@@ -80,13 +84,15 @@ final class KernelPackedGemmTests: KernelTestCase {
         let c = Case(m: 70, n: 200, k: 700, bias: true, residual: true, relu: false)
         var rng = KernelRNG(seed: 1100)
         let a = rng.floats(c.m * c.k), b = rng.floats(c.k * c.n), bias = rng.floats(c.m), residual = rng.floats(c.m * c.n)
-        var results: [[Float]] = []
-        for threads: Int32 in [1, 2] {
-            pkk_set_threads(threads)
-            results.append(gemm(c, a: a, b: b, bias: bias, residual: residual).c)
+        forEachKernelPath { path in
+            var results: [[Float]] = []
+            for threads: Int32 in [1, 2] {
+                pkk_set_threads(threads)
+                results.append(gemm(c, a: a, b: b, bias: bias, residual: residual).c)
+            }
+            pkk_set_threads(0)
+            XCTAssertEqual(results[0], results[1], path)
         }
-        pkk_set_threads(0)
-        XCTAssertEqual(results[0], results[1])
     }
 
     func testPackingWithStrides() {

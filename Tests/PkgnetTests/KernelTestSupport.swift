@@ -52,6 +52,16 @@ func assertClose(_ actual: [Float], _ expected: [Double], rel: Double = 1e-5, fl
     }
 }
 
+/// Runs body once per instruction-set path of the kernels this CPU can take:
+/// the AVX-512 one where the CPU has it, and always the AVX2 (or baseline)
+/// one, so that one machine checks both. Restores the default.
+func forEachKernelPath(_ body: (String) -> Void) {
+    defer { _ = pkk_allow_avx512(1) }
+    if pkk_allow_avx512(1) != 0 { body("AVX-512") }
+    _ = pkk_allow_avx512(0)
+    body("AVX2")
+}
+
 /// Base class: every kernel test starts with the runtime loaded.
 class KernelTestCase: XCTestCase {
     override func setUp() {

@@ -30,13 +30,16 @@ final class KernelWinogradTests: KernelTestCase {
         return Inputs(x: x, weight: weight, bias: bias, residual: residual)
     }
 
-    /// Runs the kernel with `scratchFloats` of garbage-filled scratch; nil
-    /// when it declined (y must then be untouched).
-    private static func winograd(_ c: ConvCase, _ input: Inputs, cache: OpaquePointer, scratchFloats: Int) -> [Float]? {
+    /// Runs the kernel with `scratchFloats` of garbage-filled scratch that
+    /// starts `offset` floats past a 64-byte boundary; nil when it declined
+    /// (y must then be untouched).
+    private static func winograd(_ c: ConvCase, _ input: Inputs, cache: OpaquePointer, scratchFloats: Int,
+                                 offset: Int = 0) -> [Float]? {
         var y = [Float](repeating: .nan, count: c.cout * c.batch * c.h * c.w)
-        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(scratchFloats, 1) * 4, alignment: 64)
-            .bindMemory(to: Float.self, capacity: max(scratchFloats, 1))
-        defer { scratch.deallocate() }
+        let allocated = UnsafeMutableRawPointer.allocate(byteCount: (max(scratchFloats, 1) + offset) * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: max(scratchFloats, 1) + offset)
+        defer { allocated.deallocate() }
+        let scratch = allocated + offset
         scratch.initialize(repeating: 1e30, count: max(scratchFloats, 1))
         let done = withOptionalPointer(input.bias) { biasPtr in
             withOptionalPointer(input.residual) { residualPtr in
@@ -58,21 +61,23 @@ final class KernelWinogradTests: KernelTestCase {
     }
 
     func testMatchesDirectConvolution() {
-        for threads: Int32 in [1, 2] {
-            pkk_set_threads(threads)
-            for (i, c) in cases.enumerated() {
-                let input = Self.inputs(c, seed: UInt64(500 + i))
-                let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
-                let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
-                // Whole batch in one chunk, and chunks of one register block (16 tiles).
-                for chunk in Set([tiles, 16]) {
-                    let cache = pkk_weight_cache_new()!
-                    defer { pkk_weight_cache_free(cache) }
-                    guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
-                        XCTFail("\(c): declined with scratch for \(chunk) tiles")
-                        continue
+        forEachKernelPath { path in
+            for threads: Int32 in [1, 2] {
+                pkk_set_threads(threads)
+                for (i, c) in cases.enumerated() {
+                    let input = Self.inputs(c, seed: UInt64(500 + i))
+                    let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+                    let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
+                    // Whole batch in one chunk, and chunks of one register block (16 tiles).
+                    for chunk in Set([tiles, 16]) {
+                        let cache = pkk_weight_cache_new()!
+                        defer { pkk_weight_cache_free(cache) }
+                        guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
+                            XCTFail("\(c): declined with scratch for \(chunk) tiles")
+                            continue
+                        }
+                        assertClose(y, expected, rel: 1e-5, "winograd \(c) chunk \(chunk) threads \(threads) \(path)")
                     }
-                    assertClose(y, expected, rel: 1e-5, "winograd \(c) chunk \(chunk) threads \(threads)")
                 }
             }
         }
@@ -82,15 +87,37 @@ final class KernelWinogradTests: KernelTestCase {
     func testSameBitsOnOneAndTwoThreads() {
         let c = cases[5]
         let input = Self.inputs(c, seed: 600)
-        var results: [[Float]] = []
-        for threads: Int32 in [1, 2] {
-            pkk_set_threads(threads)
-            let cache = pkk_weight_cache_new()!
-            defer { pkk_weight_cache_free(cache) }
-            results.append(Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 48)) ?? [])
+        forEachKernelPath { path in
+            var results: [[Float]] = []
+            for threads: Int32 in [1, 2] {
+                pkk_set_threads(threads)
+                let cache = pkk_weight_cache_new()!
+                defer { pkk_weight_cache_free(cache) }
+                results.append(Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 48)) ?? [])
+            }
+            pkk_set_threads(0)
+            XCTAssertEqual(results[0], results[1], path)
         }
-        pkk_set_threads(0)
-        XCTAssertEqual(results[0], results[1])
+    }
+
+    func testScratchOfAnyAlignment() {
+        // Float-aligned scratch 4, 16 and 32 bytes past a 64-byte boundary
+        // (Swift arrays are 16-byte aligned): the kernel aligns V and M itself.
+        let c = cases[2]
+        let input = Self.inputs(c, seed: 650)
+        let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+        forEachKernelPath { path in
+            for offset in [1, 4, 8] {
+                let cache = pkk_weight_cache_new()!
+                defer { pkk_weight_cache_free(cache) }
+                guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 16),
+                                            offset: offset) else {
+                    XCTFail("\(c): declined scratch \(offset) floats past 64 bytes")
+                    continue
+                }
+                assertClose(y, expected, rel: 1e-5, "winograd \(c) scratch offset \(offset) \(path)")
+            }
+        }
     }
 
     func testDeclinesWhenScratchHoldsLessThanOneBlock() {

@@ -117,7 +117,7 @@ final class StudentGraph {
         try store.allocate()
         try allocateArenas()
         scratchFloats = max(Self.minimumScratchFloats, max(threads, 1) * largestImageIm2col)
-        // 64-byte aligned: the Winograd kernel's vector loads need 32.
+        // 64-byte aligned: one cache line, one AVX-512 vector.
         var scratch: UnsafeMutableRawPointer?
         guard posix_memalign(&scratch, 64, scratchFloats * MemoryLayout<Float>.size) == 0, let scratch else {
             throw PkgnetError(.outOfMemory, "could not allocate the trainer's convolution scratch (\(scratchFloats * 4) bytes)")

@@ -33,6 +33,11 @@ int pkk_runtime_init(void);
  * OpenMP runtime and default thread count. Static string. */
 const char *pkk_system_info(void);
 
+/* Whether the kernels may use their AVX-512 paths (the default, where the CPU
+ * has them) or must keep to AVX2, which tests use to check both paths on one
+ * machine. Process-wide. Returns 1 if the CPU and OS support AVX-512. */
+int pkk_allow_avx512(int allow);
+
 /* Number of threads used when the caller asks for 0 (CPUs available to the process). */
 int pkk_default_threads(void);
 
@@ -117,7 +122,8 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
  * of `tiles` tiles (rounded up to 16; 0: the whole batch) on the calling
  * thread's OpenMP thread count. Returns 1 when y is written, 0 when it
  * declined (scratch below one chunk of 16 tiles, or no memory for the
- * transform): the caller then runs pkk_conv2d. y may be the residual itself
+ * transform): the caller then runs pkk_conv2d. The scratch needs no
+ * alignment beyond a float's. y may be the residual itself
  * (each element is read before it is written: y += conv).
  */
 size_t pkk_winograd_weight_floats(int cin, int cout);
