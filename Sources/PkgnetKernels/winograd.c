@@ -513,6 +513,14 @@ size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, i
     return pkk_wg_need(cin, cout, batch, tiles_y, tiles_x, blocks, (size_t)omp_get_max_threads());
 }
 
+/* Below this many tiles (the 4x4 and 8x8 maps of a few cubes) reading the
+ * transformed weights, four times the direct ones, for a block of 16 tiles
+ * that is mostly empty costs more than the multiplications saved. Measured
+ * at batch 1 (k=2 students, w=16 and w=64): 4 ahead of 1 and 16 with the
+ * 8-float blocks; with AVX-512 the packed GEMM is twice as fast and 16 wins
+ * (w=64: 117 cubes/s against 102 with 4 and 64; w=16: 758 against 707). */
+int pkk_winograd_min_tiles(void) { return pkk_use_avx512() ? 16 : 4; }
+
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
                          pkk_weight_cache *cache, const float *weight, const float *bias, int cout,
                          const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)

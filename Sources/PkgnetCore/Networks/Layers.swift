@@ -68,11 +68,6 @@ struct Conv2D {
     /// (narrowest convs 12 and 16 channels in): Winograd from 8 channels up
     /// scores 1.6x as fast as from 1000 (direct only), 1.2x as from 17.
     static let winogradMinChannels = 8
-    /// Fewest 4x4 output tiles per call for Winograd: below (the 4x4 maps of
-    /// 1-3 cubes), reading the transformed weights, four times the direct
-    /// ones, costs more than the multiplications saved; 4 measured ahead of
-    /// 1 and 16 at batch 1.
-    static let winogradMinTiles = 4
 
     func outputSize(_ size: Int) -> Int { (size + 2 * pad - kernel) / stride + 1 }
 
@@ -83,7 +78,7 @@ struct Conv2D {
         let tiles = batch * ((x.size + 3) / 4) * ((x.size + 3) / 4)
         weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
-                if let winograd, tiles >= Conv2D.winogradMinTiles,
+                if let winograd, tiles >= Int(pkk_winograd_min_tiles()),
                    pkk_conv3x3_winograd(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
                                         winograd.cache, w.baseAddress, b.baseAddress, Int32(cout),
                                         residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count) != 0 {

@@ -133,6 +133,9 @@ int pkk_winograd_block_rows(int cout);
  * p = 6 * row + column of the 6x6 transform (0 past cout). */
 void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u);
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles);
+/* Fewest 4x4 output tiles per call for which Winograd beats pkk_conv2d with
+ * packed weights on this CPU (callers choose; the kernel takes any count). */
+int pkk_winograd_min_tiles(void);
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
                          pkk_weight_cache *cache, const float *weight, const float *bias, int cout,
                          const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
