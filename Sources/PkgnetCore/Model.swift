@@ -17,17 +17,24 @@ public final class Model: @unchecked Sendable {
     public var pairSizes: [Int] { student.featureShapes.map(\.size) }
 
     /// Loads a model file. The file is memory-mapped only while loading:
-    /// every tensor is converted to fp32 (and BatchNorm folded) on the way in.
+    /// every tensor is converted to fp32 (and BatchNorm folded) on the way in,
+    /// and its pages are dropped once read, so that loading never holds the
+    /// file and the converted weights in memory together.
     public convenience init(path: String) throws {
         let file = try MappedFile(path, kind: "model file")
-        try self.init(bytes: file.bytes, source: path)
+        try self.init(bytes: file.bytes, source: path, mapped: true)
         withExtendedLifetime(file) {}
     }
 
     /// Loads a model from a safetensors image in memory; `source` names it in messages.
-    public init(bytes: UnsafeRawBufferPointer, source: String = "model in memory") throws {
+    public convenience init(bytes: UnsafeRawBufferPointer, source: String = "model in memory") throws {
+        try self.init(bytes: bytes, source: source, mapped: false)
+    }
+
+    /// mapped: `bytes` is a private read-only file mapping, whose pages may be dropped.
+    init(bytes: UnsafeRawBufferPointer, source: String, mapped: Bool) throws {
         try PkgnetRuntime.start()
-        let file = try SafeTensors(bytes: bytes, source: source)
+        let file = try SafeTensors(bytes: bytes, source: source, mapped: mapped)
         config = try ModelConfig(metadata: file.metadata, source: source)
         let studentWeights = WeightReader(file: file, prefix: "student.", source: source)
         let teacherWeights = WeightReader(file: file, prefix: "teacher.", source: source)

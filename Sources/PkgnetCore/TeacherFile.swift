@@ -19,7 +19,7 @@ public final class TeacherFile: @unchecked Sendable {
     public init(path: String) throws {
         try PkgnetRuntime.start()
         let mapped = try MappedFile(path, kind: "teacher file")
-        let file = try SafeTensors(bytes: mapped.bytes, source: path)
+        let file = try SafeTensors(bytes: mapped.bytes, source: path, mapped: true)
         normalization = try Self.settings(file.metadata, source: path)
         arch = normalization.arch
         let weights = WeightReader(file: file, prefix: "teacher.", source: path)

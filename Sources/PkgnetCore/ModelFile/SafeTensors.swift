@@ -31,13 +31,17 @@ struct SafeTensors {
     let names: [String]
     let metadata: [String: String]
     let data: UnsafeRawBufferPointer
+    /// The bytes are a private read-only file mapping (MappedFile): a
+    /// tensor's pages are dropped from memory once it is converted.
+    let mapped: Bool
 
     /// Header JSON larger than this is refused before parsing: a real model's
     /// header is a few tens of kilobytes, and the limit keeps a corrupt length
     /// field from making us allocate gigabytes.
     static let maxHeaderBytes = 64 << 20
 
-    init(bytes: UnsafeRawBufferPointer, source: String) throws {
+    init(bytes: UnsafeRawBufferPointer, source: String, mapped: Bool = false) throws {
+        self.mapped = mapped
         guard bytes.count >= 8 else {
             throw PkgnetError(.format, "\(source): \(bytes.count) bytes is too short for a safetensors file (needs an 8-byte header length)")
         }
@@ -82,7 +86,7 @@ struct SafeTensors {
     /// The tensor's values as fp32, converted from its stored type.
     func floats(_ entry: TensorEntry) -> [Float] {
         let raw = UnsafeRawBufferPointer(rebasing: data[entry.begin..<entry.end])
-        return [Float](unsafeUninitializedCapacity: entry.count) { out, initialized in
+        let values = [Float](unsafeUninitializedCapacity: entry.count) { out, initialized in
             switch entry.dtype {
             case .f32:
                 // The data section has no alignment guarantee: copy bytes.
@@ -99,6 +103,20 @@ struct SafeTensors {
             }
             initialized = entry.count
         }
+        if mapped { Self.dropPages(raw) }
+        return values
+    }
+
+    /// Gives the whole pages inside `range` of a file mapping back to the
+    /// kernel (they are read again from the file if touched): the mapping
+    /// stays valid, and the converted copy is all that remains resident.
+    private static func dropPages(_ range: UnsafeRawBufferPointer) {
+        guard let base = range.baseAddress else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base) + range.count) / page * page
+        guard end > start, let pages = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(pages, end - start, MADV_DONTNEED)
     }
 
     private static func validate(_ raw: RawTensor, dataSize: Int, source: String) throws -> TensorEntry {
