@@ -243,12 +243,24 @@ def test_same_seed_same_model_other_seed_other_model(teachers, tmp_path):
     assert a == b
     assert a != c
     # The teacher cache is a speed-up only. Without it the teacher runs on
-    # the shuffled batches, and a cube's place in the GEMM's columns changes
-    # the rounding of its teacher features: the same model up to float32 ulps.
+    # the shuffled batches, and a cube's place in the GEMM's columns, and
+    # the call's tile count (which picks Winograd or the packed GEMM for the
+    # 8x8 maps: pkk_winograd_min_tiles), change the rounding of its teacher
+    # features by float32 ulps. Adam divides each gradient by its own
+    # running magnitude, so where a gradient is near zero such a rounding
+    # can flip a step (the first is +-lr exactly): each weight within two
+    # steps per update of the other run, and per tensor far closer to it
+    # than the model of another seed.
     _trained_bytes(teachers["resnet20"], cubes, tmp_path / "d.safetensors", seed=7, teacher_cache_bytes=0)
-    cached, uncached = tensors(tmp_path / "a.safetensors"), tensors(tmp_path / "d.safetensors")
+    cached = tensors(tmp_path / "a.safetensors")
+    uncached, other_seed = tensors(tmp_path / "d.safetensors"), tensors(tmp_path / "c.safetensors")
+    updates, lr = 2 * 3, 1e-4
     for name, value in cached.items():
-        np.testing.assert_allclose(uncached[name], value, rtol=0, atol=1e-6, err_msg=name)
+        diff = uncached[name].astype(np.float64) - value
+        seed_diff = other_seed[name].astype(np.float64) - value
+        assert np.abs(diff).max() <= 2 * lr * updates, name
+        # measured: at most 0.0015 of the other seed's root-mean-square difference
+        assert np.sqrt(np.mean(diff ** 2)) <= 0.01 * np.sqrt(np.mean(seed_diff ** 2)), name  # 0 for fixed tensors
 
 
 @pytest.mark.parametrize("batch_norm", ["fixed", "batch"])
