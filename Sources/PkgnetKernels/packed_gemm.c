@@ -136,6 +136,39 @@ static inline void pkk_pg_store_cols(const pkk_pg_args *g, const float *acc, int
     }
 }
 
+/* A block's accumulators into C (acc[2r + h]: row r, columns [h LANES,
+ * (h + 1) LANES) of the block, vectors of type V): whole vectors when the
+ * block is full (cols = 2 LANES), else element by element. */
+#define PKK_PG_STORE(NAME, V, VU, LANES)                                                                      \
+    static inline __attribute__((always_inline)) void NAME(const pkk_pg_args *g, const V acc[12], int rows,   \
+                                                           int cols, int r0, int c0, int first, int last)      \
+    {                                                                                                         \
+        if (cols < 2 * (LANES)) {                                                                             \
+            float spill[12 * (LANES)];                                                                        \
+            memcpy(spill, acc, sizeof spill);                                                                 \
+            pkk_pg_store_cols(g, spill, LANES, rows, cols, r0, c0, first, last);                              \
+            return;                                                                                           \
+        }                                                                                                     \
+        for (int r = 0; r < rows; r++) {                                                                      \
+            float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;                                              \
+            const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;    \
+            const float bias = last && g->bias ? g->bias[r0 + r] : 0.0f;                                     \
+            for (int h = 0; h < 2; h++) {                                                                     \
+                V v = acc[2 * r + h];                                                                         \
+                if (!first) v += *(const VU *)(crow + (LANES) * h);                                           \
+                if (last) {                                                                                   \
+                    v += bias;                                                                                \
+                    if (res) v += *(const VU *)(res + (LANES) * h);                                           \
+                    if (g->relu) v = __builtin_elementwise_max(v, (V){ 0 });                                  \
+                }                                                                                             \
+                *(VU *)(crow + (LANES) * h) = v;                                                              \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+
+PKK_PG_STORE(pkk_pg_store_v8, pkk_v8, pkk_v8u, 8)
+PKK_PG_STORE(pkk_pg_store_v16, pkk_v16, pkk_v16u, 16)
+
 /* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
  * block, row block), k chunk by k chunk; wide: the AVX-512 register block,
  * 6 x 32. */
@@ -183,53 +216,13 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
                 pkk_v16 acc[12];
                 if (cols > 16) pkk_block_zmm(kc, 6, 2, a, panel, (size_t)kc * 16, acc);
                 else pkk_block_zmm(kc, 6, 1, a, panel, (size_t)kc * 16, acc);
-                if (cols < nr) {
-                    float spill[12 * 16];
-                    memcpy(spill, acc, sizeof spill);
-                    pkk_pg_store_cols(g, spill, 16, rows, cols, r0, c0, first, last);
-                    continue;
-                }
-                for (int rr = 0; rr < rows; rr++) {
-                    float *crow = g->c + (size_t)(r0 + rr) * g->ldc + c0;
-                    const float *res = last && g->residual ? g->residual + (size_t)(r0 + rr) * g->ldc + c0 : NULL;
-                    const float bias = last && g->bias ? g->bias[r0 + rr] : 0.0f;
-                    for (int h = 0; h < 2; h++) {
-                        pkk_v16 v = acc[2 * rr + h];
-                        if (!first) v += *(const pkk_v16u *)(crow + 16 * h);
-                        if (last) {
-                            v += bias;
-                            if (res) v += *(const pkk_v16u *)(res + 16 * h);
-                            if (g->relu) v = __builtin_elementwise_max(v, (pkk_v16){ 0 });
-                        }
-                        *(pkk_v16u *)(crow + 16 * h) = v;
-                    }
-                }
+                pkk_pg_store_v16(g, acc, rows, cols, r0, c0, first, last);
                 continue;
             }
             pkk_v8 acc[12];
             if (cols <= 8) pkk_block_6x8(kc, a, panel, acc);
             else pkk_block_6x16(kc, a, panel, acc);
-            if (cols < nr) {
-                float spill[12 * 8];
-                memcpy(spill, acc, sizeof spill);
-                pkk_pg_store_cols(g, spill, 8, rows, cols, r0, c0, first, last);
-                continue;
-            }
-            for (int rr = 0; rr < rows; rr++) {
-                float *crow = g->c + (size_t)(r0 + rr) * g->ldc + c0;
-                const float *res = last && g->residual ? g->residual + (size_t)(r0 + rr) * g->ldc + c0 : NULL;
-                const float bias = last && g->bias ? g->bias[r0 + rr] : 0.0f;
-                for (int h = 0; h < 2; h++) {
-                    pkk_v8 v = acc[2 * rr + h];
-                    if (!first) v += *(const pkk_v8u *)(crow + 8 * h);
-                    if (last) {
-                        v += bias;
-                        if (res) v += *(const pkk_v8u *)(res + 8 * h);
-                        if (g->relu) v = __builtin_elementwise_max(v, (pkk_v8){ 0 });
-                    }
-                    *(pkk_v8u *)(crow + 8 * h) = v;
-                }
-            }
+            pkk_pg_store_v8(g, acc, rows, cols, r0, c0, first, last);
         }
     }
 }
