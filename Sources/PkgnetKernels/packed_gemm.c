@@ -104,8 +104,7 @@ typedef struct {
     float *c;
     size_t ldb, ldc;
     int m, n, k, relu;
-    int nr;                /* columns per block: 16, or 32 on the AVX-512 path (two 16-float vectors) */
-    int col_blocks, group; /* group: row blocks per L2 group */
+    int col_blocks, group; /* column blocks (16 columns, 32 on the AVX-512 path); group: row blocks per L2 group */
 } pkk_pg_args;
 
 /* What a block's row of C becomes: v (the sum over this chunk) plus the
@@ -248,7 +247,7 @@ void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t
     const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + nr - 1) / nr;
     int group = PKK_PG_A_BLOCK / (PKK_PG_KC * PKK_PG_MR);
     if (group > row_blocks) group = row_blocks;
-    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, nr, col_blocks, group };
+    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, col_blocks, group };
     if (k <= 0) { /* an empty sum: the epilogue alone */
         for (int r = 0; r < m; r++)
             for (int j = 0; j < n; j++) {
