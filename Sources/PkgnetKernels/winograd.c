@@ -9,10 +9,11 @@
  * over input channels, the element-wise products become 36 independent GEMMs
  *     M[p] [cout][tiles] = U[p] [cout][cin] x V[p] [cin][tiles],  p = 0..35.
  * Per chunk of tiles (as many as the scratch holds): the input transform
- * fills V, the GEMMs fill M, the output transform writes y with bias,
- * residual and ReLU fused. All three phases are OpenMP-parallel (over input
- * channels, transform points, output channels), so no sum depends on the
- * thread count.
+ * fills V, the GEMMs fill M (a chunk of output channels at a time, whose
+ * weights each thread transforms just before), the output transform writes
+ * y with bias, residual and ReLU fused. All phases are OpenMP-parallel (over input
+ * channels, weights, transform points, output channels), so no sum depends
+ * on the thread count.
  *
  * The GEMMs are the library's own 6 x 16 or 4 x 16 register blocks
  * (pkk_microkernel.h), with the operands laid out for them from the start
@@ -33,7 +34,7 @@
  *
  * Numerics: with the interpolation points 0, +-1, +-2 the input and output
  * transforms have small integer coefficients, and the weights' (1/4, 1/6,
- * 1/12, 1/24) are applied in double. What Winograd adds is rounding in the
+ * 1/12, 1/24) cost one rounding each. What Winograd adds is rounding in the
  * transformed domain, where values grow by up to the transforms' norms: a
  * few ulps of the output's magnitude per layer (tests bound the difference
  * to the direct convolution at 1e-5 relative; scores agree with the fp32
@@ -82,68 +83,145 @@ static inline size_t pkk_wg_m_stride(size_t blocks, int cout)
     return blocks * (size_t)pkk_wg_rows(cout) * PKK_WG_NR + PKK_WG_SKEW;
 }
 
-size_t pkk_winograd_weight_floats(int cin, int cout)
-{
-    return (size_t)PKK_WG_POINTS * (size_t)pkk_wg_rows(cout) * (size_t)cin;
-}
+/* ---- weights ----
+ *
+ * The transformed weights U are four times the 3x3 weights (36 points for
+ * 9 taps): kept for a whole model they were 108 MiB of the w=64 model's
+ * 36 MiB, most of its memory while scoring. So the cache keeps the weights
+ * only regrouped, S[k][cb][ci][r] = weight[mr cb + r][ci][k] for the 9 taps
+ * k, the same size as the weights. In each call, each thread transforms the
+ * weights of the transform points it multiplies, a chunk of output channels
+ * at a time, into a buffer of its own that stays in its L2 cache, and
+ * multiplies them right away: made in a separate pass, U went out to memory
+ * and back, and the 4x4 maps' layers (a tile per image, the largest
+ * weights) took twice as long. In S, like in U, a chunk of rows is one
+ * contiguous range per tap, so the transform is element-wise over that
+ * range, 16 weights per vector. */
+
+size_t pkk_winograd_weight_floats(int cin, int cout) { return (size_t)9 * (size_t)pkk_wg_rows(cout) * (size_t)cin; }
 
 typedef struct {
     const float *weight;
     int cin, cout;
-    float *u;
-} pkk_wg_weight_args;
+    float *s;
+} pkk_wg_arrange_args;
 
-/* Output channels [lo, hi) (up to the register blocks' end) of the transform. */
-static void pkk_wg_transform_rows(long lo, long hi, int thread, const void *args)
+/* Output channels [lo, hi) (up to the register blocks' end) of S. */
+static void pkk_wg_arrange_rows(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
-    static const double G[6][3] = {
-        { 1.0 / 4, 0, 0 },
-        { -1.0 / 6, -1.0 / 6, -1.0 / 6 },
-        { -1.0 / 6, 1.0 / 6, -1.0 / 6 },
-        { 1.0 / 24, 1.0 / 12, 1.0 / 6 },
-        { 1.0 / 24, -1.0 / 12, 1.0 / 6 },
-        { 0, 0, 1 },
-    };
-    const pkk_wg_weight_args *a = args;
-    const int cin = a->cin, cout = a->cout;
-    const size_t point_stride = (size_t)pkk_wg_rows(cout) * cin;
-    const int mr = pkk_winograd_block_rows(cout);
-    for (long co = lo; co < hi; co++) {
+    const pkk_wg_arrange_args *a = args;
+    const int cin = a->cin, mr = pkk_winograd_block_rows(a->cout);
+    const size_t tap_stride = (size_t)pkk_wg_rows(a->cout) * cin;
+    for (long co = lo; co < hi; co++)
         for (int ci = 0; ci < cin; ci++) {
-            float *dst = a->u + ((size_t)(co / mr) * cin + ci) * mr + co % mr;
-            if (co >= cout) {
-                for (int p = 0; p < PKK_WG_POINTS; p++) dst[(size_t)p * point_stride] = 0.0f;
-                continue;
-            }
+            float *dst = a->s + ((size_t)(co / mr) * cin + ci) * mr + co % mr;
             const float *g = a->weight + ((size_t)co * cin + ci) * 9;
-            double gg[6][3]; /* G g */
-            for (int i = 0; i < 6; i++)
-                for (int c = 0; c < 3; c++)
-                    gg[i][c] = G[i][0] * g[c] + G[i][1] * g[3 + c] + G[i][2] * g[6 + c];
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 6; j++) {
-                    const double v = gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2];
-                    dst[(size_t)(i * 6 + j) * point_stride] = (float)v;
+            for (int k = 0; k < 9; k++) dst[(size_t)k * tap_stride] = co < a->cout ? g[k] : 0.0f;
+        }
+}
+
+void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float *s)
+{
+    const pkk_wg_arrange_args a = { weight, cin, cout, s };
+    const long rows = pkk_wg_rows(cout);
+    pkk_run(rows, (size_t)rows * (size_t)cin * 9, pkk_wg_arrange_rows, &a);
+}
+
+static void pkk_wg_fill(float *s, const void *args)
+{
+    const pkk_wg_arrange_args *a = args;
+    pkk_winograd_arrange_weights(a->weight, a->cin, a->cout, s);
+}
+
+/* out[k*so] = (G in)[k*s] for k = 0..5: G's rows (1/4, 0, 0), -(1, 1, 1)/6,
+ * -(1, -1, 1)/6, (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1), with
+ * the shared sums taken once. In float: each constant is rounded once, a
+ * relative error below the products' own rounding. */
+#define PKK_WG_G(T, in, s, out, so)                                                                          \
+    do {                                                                                                     \
+        const T i0 = (in)[0], i1 = (in)[s], i2 = (in)[2 * (s)];                                              \
+        const T e = i0 + i2, f = i0 * (1.0f / 24) + i2 * (1.0f / 6), h = i1 * (1.0f / 12);                   \
+        (out)[0] = i0 * 0.25f;                                                                               \
+        (out)[so] = (e + i1) * (-1.0f / 6);                                                                  \
+        (out)[2 * (so)] = (e - i1) * (-1.0f / 6);                                                            \
+        (out)[3 * (so)] = f + h;                                                                             \
+        (out)[4 * (so)] = f - h;                                                                             \
+        (out)[5 * (so)] = i2;                                                                                \
+    } while (0)
+
+/* u[p - p0][e] = (G g G^T)[p] for the points p in [p0, p1), with g[k] =
+ * s[k * tap_stride + e] for the `count` elements e, 16 at a time (a last
+ * partial vector through a zeroed copy): both G steps for the point rows
+ * the range touches. */
+static inline __attribute__((always_inline)) void pkk_wg_transform(const float *s, size_t tap_stride, size_t count,
+                                                                    int p0, int p1, float *u)
+{
+    pkk_v16 g[9], t[18], row[6];
+    for (size_t e = 0; e < count; e += 16) {
+        const size_t n = count - e < 16 ? count - e : 16;
+        for (int k = 0; k < 9; k++) {
+            if (n == 16) {
+                g[k] = *(const pkk_v16u *)(s + (size_t)k * tap_stride + e);
+            } else {
+                g[k] = (pkk_v16){ 0 };
+                for (size_t l = 0; l < n; l++) g[k][l] = s[(size_t)k * tap_stride + e + l];
+            }
+        }
+        for (int c = 0; c < 3; c++) PKK_WG_G(pkk_v16, g + c, 3, t + c, 3); /* columns: G g */
+        for (int i = p0 / 6; i * 6 < p1; i++) {
+            PKK_WG_G(pkk_v16, t + 3 * i, 1, row, 1); /* point row i: (G g) G^T */
+            for (int j = 0; j < 6; j++) {
+                const int p = i * 6 + j;
+                if (p < p0 || p >= p1) continue;
+                float *dst = u + (size_t)(p - p0) * count + e;
+                if (n == 16) {
+                    *(pkk_v16u *)dst = row[j];
+                } else {
+                    for (size_t l = 0; l < n; l++) dst[l] = row[j][l];
                 }
+            }
         }
     }
 }
 
-/* U[p][cb][ci][r] = (G g G^T)[p] for the 3x3 kernel g = weight[mr cb + r][ci]
- * (0 for the rows past cout), in double until the final rounding;
- * OpenMP-parallel over output channels. */
-void pkk_winograd_transform_weights(const float *weight, int cin, int cout, float *u)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+static void pkk_wg_transform_all(const float *s, size_t tap_stride, size_t count, float *u)
 {
-    const pkk_wg_weight_args a = { weight, cin, cout, u };
-    const long rows = pkk_wg_rows(cout);
-    pkk_run(rows, (size_t)rows * (size_t)cin * PKK_WG_POINTS, pkk_wg_transform_rows, &a);
+    pkk_wg_transform(s, tap_stride, count, 0, PKK_WG_POINTS, u);
 }
 
-static void pkk_wg_fill(float *u, const void *args)
+PKK_AVX512 static void pkk_wg_transform_all_avx512(const float *s, size_t tap_stride, size_t count, float *u)
 {
-    const pkk_wg_weight_args *a = args;
-    pkk_winograd_transform_weights(a->weight, a->cin, a->cout, u);
+    pkk_wg_transform(s, tap_stride, count, 0, PKK_WG_POINTS, u);
+}
+
+void pkk_winograd_transform_weights(const float *s, int cin, int cout, int row0, int row1, float *u)
+{
+    const size_t tap_stride = (size_t)pkk_wg_rows(cout) * cin, count = (size_t)(row1 - row0) * cin;
+    (pkk_use_avx512() ? pkk_wg_transform_all_avx512 : pkk_wg_transform_all)(s + (size_t)row0 * cin, tap_stride,
+                                                                            count, u);
+}
+
+/* Floats of each thread's buffer of transformed weights: 128 Ki (512 KiB,
+ * with the thread's share of V well inside a 2 MiB L2, so U is made and
+ * used without leaving the core's caches), or less where a layer's whole U
+ * is smaller; at least one register block of rows for all 36 points. */
+#define PKK_WG_U_BUDGET (128 * 1024)
+static size_t pkk_wg_u_floats(int cin, int cout)
+{
+    const size_t all = (size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin;
+    const size_t block = (size_t)PKK_WG_POINTS * pkk_winograd_block_rows(cout) * cin;
+    const size_t floats = all < PKK_WG_U_BUDGET ? all : block > PKK_WG_U_BUDGET ? block : PKK_WG_U_BUDGET;
+    return (floats + 15) / 16 * 16;
+}
+
+/* Rows (whole register blocks) per chunk of U for `points` points. */
+static int pkk_wg_chunk_rows(int cin, int cout, int points, size_t u_floats)
+{
+    const int mr = pkk_winograd_block_rows(cout), rows = pkk_wg_rows(cout);
+    const size_t fit = u_floats / ((size_t)points * cin) / (size_t)mr * (size_t)mr;
+    return fit >= (size_t)rows ? rows : (int)fit;
 }
 
 /* ---- tiles ---- */
@@ -154,8 +232,10 @@ typedef struct {
 } pkk_tile;
 
 typedef struct {
-    const float *x, *u, *bias, *residual;
+    const float *x, *s, *bias, *residual; /* s: the regrouped weights (pkk_winograd_arrange_weights) */
     float *y, *v, *m;
+    float *u;          /* per thread: transformed weights of its points, a chunk of rows (pkk_wg_chunk_rows) */
+    size_t u_floats;   /* per thread */
     float *pads;       /* per thread: the chunk's padded planes (pkk_wg_padded) */
     size_t pad_floats; /* per thread */
     int cin, cout, batch, h, w, tiles_y, tiles_x, relu;
@@ -404,64 +484,70 @@ PKK_AVX512 static void pkk_wg_input_avx512(long lo, long hi, int thread, const v
 
 /* ---- GEMMs ---- */
 
-/* M[p] = U[p] x V[p] for transform points [lo, hi): per block of 6 (or 4)
- * output channels (its U panel stays in L1), every block of 16 tiles of the
- * chunk; with AVX-512 (wide), two blocks of tiles at a time, one 16-float
- * vector per row of each. */
-static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo, long hi, const pkk_wg_args *a,
-                                                                         int wide)
+/* M[p] = U[p] x V[p] for transform points [lo, hi): per chunk of output
+ * channels, their U made for these points in the thread's own buffer, then
+ * per block of 6 (or 4) of them (its U panel stays in L1), every block of
+ * 16 tiles of the chunk; with AVX-512 (wide), two blocks of tiles at a time,
+ * one 16-float vector per row of each. */
+static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo, long hi, int thread,
+                                                                         const pkk_wg_args *a, int wide)
 {
     const int mr = pkk_winograd_block_rows(a->cout), rows = pkk_wg_rows(a->cout);
     const int used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
-    const size_t v_block = (size_t)a->cin * PKK_WG_NR;
-    for (long p = lo; p < hi; p++) {
-        const float *up = a->u + (size_t)p * rows * a->cin;
-        const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
-        float *mp = a->m + (size_t)p * pkk_wg_m_stride((size_t)a->blocks, a->cout);
-        for (int r0 = 0; r0 < rows; r0 += mr)
-            for (int tb = 0; tb < used; tb += wide ? 2 : 1) {
-                const float *ub = up + (size_t)r0 * a->cin, *vb = vp + (size_t)tb * v_block;
-                float *mb = mp + ((size_t)tb * rows + (size_t)r0) * PKK_WG_NR;
-                if (wide) { /* a lone last block computes 16 columns even if 8 are tiles: the rest are zeros */
-                    const int pair = used - tb >= 2;
-                    pkk_v16 acc[12];
-                    if (mr == 4) {
-                        if (pair) pkk_block_zmm(a->cin, 4, 2, ub, vb, v_block, acc);
-                        else pkk_block_zmm(a->cin, 4, 1, ub, vb, v_block, acc);
-                    } else {
-                        if (pair) pkk_block_zmm(a->cin, 6, 2, ub, vb, v_block, acc);
-                        else pkk_block_zmm(a->cin, 6, 1, ub, vb, v_block, acc);
+    const size_t v_block = (size_t)a->cin * PKK_WG_NR, tap_stride = (size_t)rows * a->cin;
+    float *u = a->u + (size_t)thread * a->u_floats;
+    const int rc = pkk_wg_chunk_rows(a->cin, a->cout, (int)(hi - lo), a->u_floats);
+    for (int c0 = 0; c0 < rows; c0 += rc) {
+        const int cn = rows - c0 < rc ? rows - c0 : rc;
+        const size_t count = (size_t)cn * a->cin;
+        pkk_wg_transform(a->s + (size_t)c0 * a->cin, tap_stride, count, (int)lo, (int)hi, u);
+        for (long p = lo; p < hi; p++) {
+            const float *up = u + (size_t)(p - lo) * count;
+            const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
+            float *mp = a->m + (size_t)p * pkk_wg_m_stride((size_t)a->blocks, a->cout);
+            for (int r0 = c0; r0 < c0 + cn; r0 += mr)
+                for (int tb = 0; tb < used; tb += wide ? 2 : 1) {
+                    const float *ub = up + (size_t)(r0 - c0) * a->cin, *vb = vp + (size_t)tb * v_block;
+                    float *mb = mp + ((size_t)tb * rows + (size_t)r0) * PKK_WG_NR;
+                    if (wide) { /* a lone last block computes 16 columns even if 8 are tiles: the rest are zeros */
+                        const int pair = used - tb >= 2;
+                        pkk_v16 acc[12];
+                        if (mr == 4) {
+                            if (pair) pkk_block_zmm(a->cin, 4, 2, ub, vb, v_block, acc);
+                            else pkk_block_zmm(a->cin, 4, 1, ub, vb, v_block, acc);
+                        } else {
+                            if (pair) pkk_block_zmm(a->cin, 6, 2, ub, vb, v_block, acc);
+                            else pkk_block_zmm(a->cin, 6, 1, ub, vb, v_block, acc);
+                        }
+                        for (int h = 0; h <= pair; h++)
+                            for (int r = 0; r < mr; r++)
+                                *(pkk_v16 *)(mb + ((size_t)h * rows + r) * PKK_WG_NR) = acc[2 * r + h];
+                        continue;
                     }
-                    for (int h = 0; h <= pair; h++)
-                        for (int r = 0; r < mr; r++)
-                            *(pkk_v16 *)(mb + ((size_t)h * rows + r) * PKK_WG_NR) = acc[2 * r + h];
-                    continue;
+                    pkk_v8 acc[12], *out = (pkk_v8 *)mb;
+                    const int half = a->tn - tb * PKK_WG_NR <= PKK_WG_LANES; /* at most 8 tiles left */
+                    if (mr == 4) {
+                        if (half) pkk_block_4x8(a->cin, ub, vb, acc);
+                        else pkk_block_4x16(a->cin, ub, vb, acc);
+                    } else {
+                        if (half) pkk_block_6x8(a->cin, ub, vb, acc);
+                        else pkk_block_6x16(a->cin, ub, vb, acc);
+                    }
+                    for (int j = 0; j < 2 * mr; j += 1 + half) out[j] = acc[j];
                 }
-                pkk_v8 acc[12], *out = (pkk_v8 *)mb;
-                const int half = a->tn - tb * PKK_WG_NR <= PKK_WG_LANES; /* at most 8 tiles left */
-                if (mr == 4) {
-                    if (half) pkk_block_4x8(a->cin, ub, vb, acc);
-                    else pkk_block_4x16(a->cin, ub, vb, acc);
-                } else {
-                    if (half) pkk_block_6x8(a->cin, ub, vb, acc);
-                    else pkk_block_6x16(a->cin, ub, vb, acc);
-                }
-                for (int j = 0; j < 2 * mr; j += 1 + half) out[j] = acc[j];
-            }
+        }
     }
 }
 
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 static void pkk_wg_products(long lo, long hi, int thread, const void *args)
 {
-    (void)thread;
-    pkk_wg_products_range(lo, hi, args, 0);
+    pkk_wg_products_range(lo, hi, thread, args, 0);
 }
 
 PKK_AVX512 static void pkk_wg_products_avx512(long lo, long hi, int thread, const void *args)
 {
-    (void)thread;
-    pkk_wg_products_range(lo, hi, args, 1);
+    pkk_wg_products_range(lo, hi, thread, args, 1);
 }
 
 /* ---- output transform ---- */
@@ -552,13 +638,14 @@ static size_t pkk_wg_pad_floats(int batch, int tiles_y, int tiles_x, size_t bloc
 
 static size_t pkk_wg_blocks(size_t tiles) { return (tiles + PKK_WG_NR - 1) / PKK_WG_NR; }
 
-/* Scratch for chunks of `blocks` blocks on `threads` threads: V, M, the
- * padded planes, and 15 floats to align V and M to 64 bytes (the GEMMs'
- * aligned 16-float loads and stores; scratch may come from anywhere). */
+/* Scratch for chunks of `blocks` blocks on `threads` threads: V, M, each
+ * thread's transformed weights and padded planes, and 15 floats to align V,
+ * M and the weights to 64 bytes (the GEMMs' aligned 16-float loads and
+ * stores; scratch may come from anywhere). */
 static size_t pkk_wg_need(int cin, int cout, int batch, int tiles_y, int tiles_x, size_t blocks, size_t threads)
 {
     return PKK_WG_POINTS * (pkk_wg_v_stride(blocks, cin) + pkk_wg_m_stride(blocks, cout))
-         + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks) + 15;
+         + threads * (pkk_wg_u_floats(cin, cout) + pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks)) + 15;
 }
 
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
@@ -594,15 +681,17 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
         const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)need);
         blocks = scaled >= 1 && scaled < blocks ? scaled : blocks - 1;
     }
-    const pkk_wg_weight_args wa = { weight, cin, cout, NULL };
-    const float *u = pkk_weight_cache_get(cache, pkk_winograd_weight_floats(cin, cout), pkk_wg_fill, &wa);
-    if (u == NULL) return 0;
+    const pkk_wg_arrange_args wa = { weight, cin, cout, NULL };
+    const float *s = pkk_weight_cache_get(cache, pkk_winograd_weight_floats(cin, cout), pkk_wg_fill, &wa);
+    if (s == NULL) return 0;
 
     float *v = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
     float *m = v + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin);
-    float *pad = m + PKK_WG_POINTS * pkk_wg_m_stride(blocks, cout);
+    float *u = m + PKK_WG_POINTS * pkk_wg_m_stride(blocks, cout);
+    const size_t u_floats = pkk_wg_u_floats(cin, cout);
+    float *pad = u + threads * u_floats;
     const size_t pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
-    pkk_wg_args a = { x, u, bias, residual, y, v, m, pad, pad_floats, cin, cout, batch, h, w,
+    pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, w,
                       tiles_y, tiles_x, relu, 0, 0, (int)blocks };
     const size_t capacity = blocks * PKK_WG_NR;
     const int avx512 = pkk_use_avx512();

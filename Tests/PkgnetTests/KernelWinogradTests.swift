@@ -84,6 +84,28 @@ final class KernelWinogradTests: KernelTestCase {
         pkk_set_threads(0)
     }
 
+    func testOutputChannelsInChunksOfRows() {
+        // The transformed weights (36 x 102 rows x 96 floats) exceed a thread's
+        // buffer (128 Ki floats): each thread makes and multiplies them a chunk
+        // of output channels at a time, 3 chunks on 1 thread, 2 on 2.
+        let c = ConvCase(cin: 96, cout: 100, batch: 2, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true)
+        let input = Self.inputs(c, seed: 550)
+        let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+        forEachKernelPath { path in
+            for threads: Int32 in [1, 2] {
+                pkk_set_threads(threads)
+                let cache = pkk_weight_cache_new()!
+                defer { pkk_weight_cache_free(cache) }
+                guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 0)) else {
+                    XCTFail("\(c): declined")
+                    continue
+                }
+                assertClose(y, expected, rel: 1e-5, "winograd \(c) threads \(threads) \(path)")
+            }
+        }
+        pkk_set_threads(0)
+    }
+
     func testSameBitsOnOneAndTwoThreads() {
         let c = cases[5]
         let input = Self.inputs(c, seed: 600)
@@ -151,33 +173,46 @@ final class KernelWinogradTests: KernelTestCase {
     }
 
     func testTransformedWeightsAreGgGt() {
-        // U[p][cb][ci][r] = (G g G^T)[p] with G of F(4x4, 3x3) for output channel cb * block + r:
+        // U[p][cb][ci][r] = (G g G^T)[p] with G of F(4x4, 3x3) for output channel cb * block + r
+        // (through the cached regrouping S):
         // blocks of 6 rows (7 and 12 output channels) and of 4 (16, where 6 would pad to 18).
         XCTAssertEqual([7, 12, 16, 32, 64].map { Int(pkk_winograd_block_rows(Int32($0))) }, [4, 6, 4, 4, 6])
         let g: [[Double]] = [[0.25, 0, 0], [-1 / 6.0, -1 / 6.0, -1 / 6.0], [-1 / 6.0, 1 / 6.0, -1 / 6.0],
                              [1 / 24.0, 1 / 12.0, 1 / 6.0], [1 / 24.0, -1 / 12.0, 1 / 6.0], [0, 0, 1]]
-        for (cin, cout) in [(2, 7), (3, 12), (2, 16)] {
-            var rng = KernelRNG(seed: 900)
-            let weight = rng.floats(cout * cin * 9)
-            var u = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(cin), Int32(cout)))
-            pkk_winograd_transform_weights(weight, Int32(cin), Int32(cout), &u)
-            let block = Int(pkk_winograd_block_rows(Int32(cout)))
-            let rows = (cout + block - 1) / block * block
-            XCTAssertEqual(u.count, 36 * rows * cin)
-            for co in 0..<rows {
-                for ci in 0..<cin {
-                    for i in 0..<6 {
-                        for j in 0..<6 {
-                            var expected = 0.0
-                            if co < cout {
-                                for a in 0..<3 {
-                                    for b in 0..<3 {
-                                        expected += g[i][a] * Double(weight[(co * cin + ci) * 9 + a * 3 + b]) * g[j][b]
+        forEachKernelPath { path in
+            for (cin, cout) in [(2, 7), (3, 12), (2, 16), (40, 30)] {
+                var rng = KernelRNG(seed: 900)
+                let weight = rng.floats(cout * cin * 9)
+                let block = Int(pkk_winograd_block_rows(Int32(cout)))
+                let rows = (cout + block - 1) / block * block
+                var s = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(cin), Int32(cout)))
+                XCTAssertEqual(s.count, 9 * rows * cin)
+                pkk_winograd_arrange_weights(weight, Int32(cin), Int32(cout), &s)
+                // All rows at once, and a chunk of the rows after the first block.
+                var u = [Float](repeating: .nan, count: 36 * rows * cin)
+                pkk_winograd_transform_weights(s, Int32(cin), Int32(cout), 0, Int32(rows), &u)
+                var tail = [Float](repeating: .nan, count: 36 * (rows - block) * cin)
+                pkk_winograd_transform_weights(s, Int32(cin), Int32(cout), Int32(block), Int32(rows), &tail)
+                XCTAssertEqual(u.count, 36 * rows * cin)
+                for co in 0..<rows {
+                    for ci in 0..<cin {
+                        for i in 0..<6 {
+                            for j in 0..<6 {
+                                var expected = 0.0
+                                if co < cout {
+                                    for a in 0..<3 {
+                                        for b in 0..<3 {
+                                            expected += g[i][a] * Double(weight[(co * cin + ci) * 9 + a * 3 + b]) * g[j][b]
+                                        }
                                     }
                                 }
+                                let actual = u[(i * 6 + j) * rows * cin + (co / block) * cin * block + ci * block + co % block]
+                                XCTAssertEqual(Double(actual), expected, accuracy: 1e-6, "\(cout): U[\(i * 6 + j)][\(co)][\(ci)] \(path)")
+                                if co >= block {
+                                    let chunked = tail[(i * 6 + j) * (rows - block) * cin + (co / block - 1) * cin * block + ci * block + co % block]
+                                    XCTAssertEqual(chunked, actual, "\(cout): rows from \(block): U[\(i * 6 + j)][\(co)][\(ci)]")
+                                }
                             }
-                            let actual = u[(i * 6 + j) * rows * cin + (co / block) * cin * block + ci * block + co % block]
-                            XCTAssertEqual(Double(actual), expected, accuracy: 1e-6, "\(cout): U[\(i * 6 + j)][\(co)][\(ci)]")
                         }
                     }
                 }
