@@ -566,6 +566,16 @@ static int pkk_conv2d_packed(const float *x, int cin, int batch, int h, int w, c
     return 1;
 }
 
+int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const float *s, pkk_weight_cache *packed,
+                       const float *bias, int cout, const float *residual, int relu, float *y, float *scratch,
+                       size_t scratch_floats)
+{
+    if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
+    const float *a = pkk_packed_winograd_weights(packed, s, cout, cin);
+    return a != NULL && pkk_conv2d_packed(x, cin, batch, h, w, a, bias, cout, 3, 1, 1, residual, relu, y, scratch,
+                                          scratch_floats);
+}
+
 void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
                 const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
                 int kernel, int stride, int pad, int groups,

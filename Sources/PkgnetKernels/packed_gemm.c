@@ -45,10 +45,27 @@ size_t pkk_packed_weight_floats(int m, int k)
     return (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR * (size_t)k;
 }
 
+/* Where A [m][k] comes from: w[row * row_stride + i * col_stride], or, with
+ * winograd_rows set, a 3x3 convolution's weights as
+ * pkk_winograd_arrange_weights leaves them (i = 9 ci + tap, the im2col
+ * order; blocks of `winograd_rows` rows). */
 typedef struct {
     const float *w;
     int m, k;
     size_t row_stride, col_stride;
+    int winograd_rows;
+} pkk_pack_source;
+
+static inline float pkk_pack_value(const pkk_pack_source *s, long row, int i)
+{
+    if (s->winograd_rows == 0) return s->w[(size_t)row * s->row_stride + (size_t)i * s->col_stride];
+    const int mr = s->winograd_rows, cin = s->k / 9, ci = i / 9, tap = i % 9;
+    const size_t rows = (size_t)(s->m + mr - 1) / mr * mr;
+    return s->w[(size_t)tap * rows * cin + ((size_t)(row / mr) * cin + ci) * mr + row % mr];
+}
+
+typedef struct {
+    pkk_pack_source source;
     float *a;
 } pkk_pack_args;
 
@@ -57,44 +74,46 @@ static void pkk_pack_rows(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const pkk_pack_args *p = args;
-    const size_t rows = (size_t)pkk_pg_row_blocks(p->m) * PKK_PG_MR;
-    for (int k0 = 0; k0 < p->k; k0 += PKK_PG_KC) {
-        const int kc = p->k - k0 < PKK_PG_KC ? p->k - k0 : PKK_PG_KC;
+    const int m = p->source.m, k = p->source.k;
+    const size_t rows = (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR;
+    for (int k0 = 0; k0 < k; k0 += PKK_PG_KC) {
+        const int kc = k - k0 < PKK_PG_KC ? k - k0 : PKK_PG_KC;
         for (long cb = lo; cb < hi; cb++)
             for (int i = 0; i < kc; i++) {
                 float *dst = p->a + (size_t)k0 * rows + ((size_t)cb * kc + i) * PKK_PG_MR;
                 for (int r = 0; r < PKK_PG_MR; r++) {
                     const long row = cb * PKK_PG_MR + r;
-                    dst[r] = row < p->m ? p->w[(size_t)row * p->row_stride + (size_t)(k0 + i) * p->col_stride]
-                                        : 0.0f;
+                    dst[r] = row < m ? pkk_pack_value(&p->source, row, k0 + i) : 0.0f;
                 }
             }
     }
 }
 
+static void pkk_pack(const pkk_pack_source *source, float *a)
+{
+    const pkk_pack_args p = { *source, a };
+    pkk_run(pkk_pg_row_blocks(source->m), pkk_packed_weight_floats(source->m, source->k), pkk_pack_rows, &p);
+}
+
 void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t col_stride, float *a)
 {
-    const pkk_pack_args p = { w, m, k, row_stride, col_stride, a };
-    pkk_run(pkk_pg_row_blocks(m), pkk_packed_weight_floats(m, k), pkk_pack_rows, &p);
+    const pkk_pack_source s = { w, m, k, row_stride, col_stride, 0 };
+    pkk_pack(&s, a);
 }
 
-typedef struct {
-    const float *w;
-    int m, k;
-    size_t row_stride, col_stride;
-} pkk_pack_source;
-
-static void pkk_pack_fill(float *a, const void *args)
-{
-    const pkk_pack_source *s = args;
-    pkk_pack_weights(s->w, s->m, s->k, s->row_stride, s->col_stride, a);
-}
+static void pkk_pack_fill(float *a, const void *args) { pkk_pack(args, a); }
 
 const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
                                 size_t col_stride)
 {
-    const pkk_pack_source s = { w, m, k, row_stride, col_stride };
+    const pkk_pack_source s = { w, m, k, row_stride, col_stride, 0 };
     return pkk_weight_cache_get(cache, pkk_packed_weight_floats(m, k), pkk_pack_fill, &s);
+}
+
+const float *pkk_packed_winograd_weights(pkk_weight_cache *cache, const float *s, int cout, int cin)
+{
+    const pkk_pack_source source = { s, cout, 9 * cin, 0, 0, pkk_winograd_block_rows(cout) };
+    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(cout, 9 * cin), pkk_pack_fill, &source);
 }
 
 /* ---- kernel ---- */

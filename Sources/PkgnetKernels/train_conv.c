@@ -262,14 +262,17 @@ int pkk_conv2d_backward(const float *x, int cin, int batch, int h, int w,
                     flipped[((size_t)ci * cout + co) * kk + (kk - 1 - r)] = weight[((size_t)co * cin + ci) * kk + r];
     }
     /* That same conv, when 3x3 with 8 or more dy channels, through Winograd
-     * (a quarter of the multiplications; the transform of the flipped
-     * weights is made here, they change every step). Declined: im2col below. */
+     * (a quarter of the multiplications; the flipped weights are arranged
+     * for it here, they change every step). Declined: im2col below. */
     if (same && kernel == 3 && pad == 1 && cout >= 8) {
-        pkk_weight_cache *cache = pkk_weight_cache_new();
-        if (cache != NULL && pkk_conv3x3_winograd(dy, cout, batch, h, w, cache, flipped, NULL, cin,
-                                                  accumulate ? dx : NULL, 0, dx, scratch, scratch_floats))
-            dx = NULL;
-        pkk_weight_cache_free(cache);
+        float *arranged = malloc(sizeof(float) * pkk_winograd_weight_floats(cout, cin));
+        if (arranged != NULL) {
+            pkk_winograd_arrange_weights(flipped, cout, cin, arranged);
+            if (pkk_conv3x3_winograd(dy, cout, batch, h, w, arranged, NULL, cin, accumulate ? dx : NULL, 0, dx, scratch,
+                                     scratch_floats))
+                dx = NULL;
+        }
+        free(arranged);
         if (dx == NULL && dweight == NULL) {
             free(flipped);
             return 0;

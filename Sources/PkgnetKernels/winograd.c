@@ -96,7 +96,8 @@ static inline size_t pkk_wg_m_stride(size_t blocks, int cout)
  * and back, and the 4x4 maps' layers (a tile per image, the largest
  * weights) took twice as long. In S, like in U, a chunk of rows is one
  * contiguous range per tap, so the transform is element-wise over that
- * range, 16 weights per vector. */
+ * range, 16 weights per vector. Models keep their 3x3 weights in S alone
+ * (their other path, pkk_conv3x3_packed, packs from S). */
 
 size_t pkk_winograd_weight_floats(int cin, int cout) { return (size_t)9 * (size_t)pkk_wg_rows(cout) * (size_t)cin; }
 
@@ -126,12 +127,6 @@ void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float 
     const pkk_wg_arrange_args a = { weight, cin, cout, s };
     const long rows = pkk_wg_rows(cout);
     pkk_run(rows, (size_t)rows * (size_t)cin * 9, pkk_wg_arrange_rows, &a);
-}
-
-static void pkk_wg_fill(float *s, const void *args)
-{
-    const pkk_wg_arrange_args *a = args;
-    pkk_winograd_arrange_weights(a->weight, a->cin, a->cout, s);
 }
 
 /* out[k*so] = (G in)[k*s] for k = 0..5: G's rows (1/4, 0, 0), -(1, 1, 1)/6,
@@ -216,6 +211,10 @@ static size_t pkk_wg_u_floats(int cin, int cout)
     return (floats + 15) / 16 * 16;
 }
 
+/* Threads with a buffer of transformed weights: the products' threads,
+ * one per transform point at most. */
+static size_t pkk_wg_u_threads(size_t threads) { return threads < PKK_WG_POINTS ? threads : PKK_WG_POINTS; }
+
 /* Rows (whole register blocks) per chunk of U for `points` points. */
 static int pkk_wg_chunk_rows(int cin, int cout, int points, size_t u_floats)
 {
@@ -234,7 +233,8 @@ typedef struct {
 typedef struct {
     const float *x, *s, *bias, *residual; /* s: the regrouped weights (pkk_winograd_arrange_weights) */
     float *y, *v, *m;
-    float *u;          /* per thread: transformed weights of its points, a chunk of rows (pkk_wg_chunk_rows) */
+    float *u;          /* per thread (the first 36 threads, the products' most):
+                          transformed weights of its points, a chunk of rows (pkk_wg_chunk_rows) */
     size_t u_floats;   /* per thread */
     float *pads;       /* per thread: the chunk's padded planes (pkk_wg_padded) */
     size_t pad_floats; /* per thread */
@@ -645,7 +645,8 @@ static size_t pkk_wg_blocks(size_t tiles) { return (tiles + PKK_WG_NR - 1) / PKK
 static size_t pkk_wg_need(int cin, int cout, int batch, int tiles_y, int tiles_x, size_t blocks, size_t threads)
 {
     return PKK_WG_POINTS * (pkk_wg_v_stride(blocks, cin) + pkk_wg_m_stride(blocks, cout))
-         + threads * (pkk_wg_u_floats(cin, cout) + pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks)) + 15;
+         + pkk_wg_u_threads(threads) * pkk_wg_u_floats(cin, cout)
+         + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks) + 15;
 }
 
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
@@ -664,11 +665,10 @@ size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, i
  * (w=64: 117 cubes/s against 102 with 4 and 64; w=16: 758 against 707). */
 int pkk_winograd_min_tiles(void) { return pkk_use_avx512() ? 16 : 4; }
 
-int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
-                         pkk_weight_cache *cache, const float *weight, const float *bias, int cout,
-                         const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)
+int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias,
+                         int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)
 {
-    if (cache == NULL || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
+    if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
     if (((uintptr_t)scratch & 3) != 0) return 0;
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
@@ -681,15 +681,12 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
         const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)need);
         blocks = scaled >= 1 && scaled < blocks ? scaled : blocks - 1;
     }
-    const pkk_wg_arrange_args wa = { weight, cin, cout, NULL };
-    const float *s = pkk_weight_cache_get(cache, pkk_winograd_weight_floats(cin, cout), pkk_wg_fill, &wa);
-    if (s == NULL) return 0;
 
     float *v = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
     float *m = v + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin);
     float *u = m + PKK_WG_POINTS * pkk_wg_m_stride(blocks, cout);
     const size_t u_floats = pkk_wg_u_floats(cin, cout);
-    float *pad = u + threads * u_floats;
+    float *pad = u + pkk_wg_u_threads(threads) * u_floats;
     const size_t pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
     pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, w,
                       tiles_y, tiles_x, relu, 0, 0, (int)blocks };

@@ -1,4 +1,5 @@
-// Winograd F(4x4, 3x3) against the naive Double convolution of KernelConvTests.
+// Winograd F(4x4, 3x3), and the packed GEMM on the same arranged weights, against
+// the naive Double convolution of KernelConvTests.
 import Dispatch
 import XCTest
 import PkgnetKernels
@@ -30,22 +31,34 @@ final class KernelWinogradTests: KernelTestCase {
         return Inputs(x: x, weight: weight, bias: bias, residual: residual)
     }
 
-    /// Runs the kernel with `scratchFloats` of garbage-filled scratch that
-    /// starts `offset` floats past a 64-byte boundary; nil when it declined
-    /// (y must then be untouched).
-    private static func winograd(_ c: ConvCase, _ input: Inputs, cache: OpaquePointer, scratchFloats: Int,
-                                 offset: Int = 0) -> [Float]? {
+    /// The weights as the kernels read them.
+    private static func arranged(_ c: ConvCase, _ weight: [Float]) -> [Float] {
+        var s = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(c.cin), Int32(c.cout)))
+        pkk_winograd_arrange_weights(weight, Int32(c.cin), Int32(c.cout), &s)
+        return s
+    }
+
+    /// Runs Winograd (or, with `packed`, the packed GEMM) on the arranged
+    /// weights with `scratchFloats` of garbage-filled scratch that starts
+    /// `offset` floats past a 64-byte boundary; nil when it declined (y must
+    /// then be untouched).
+    private static func conv(_ c: ConvCase, _ input: Inputs, scratchFloats: Int, offset: Int = 0,
+                             packed: OpaquePointer? = nil) -> [Float]? {
         var y = [Float](repeating: .nan, count: c.cout * c.batch * c.h * c.w)
         let allocated = UnsafeMutableRawPointer.allocate(byteCount: (max(scratchFloats, 1) + offset) * 4, alignment: 64)
             .bindMemory(to: Float.self, capacity: max(scratchFloats, 1) + offset)
         defer { allocated.deallocate() }
         let scratch = allocated + offset
         scratch.initialize(repeating: 1e30, count: max(scratchFloats, 1))
+        let s = arranged(c, input.weight)
         let done = withOptionalPointer(input.bias) { biasPtr in
             withOptionalPointer(input.residual) { residualPtr in
-                pkk_conv3x3_winograd(input.x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), cache,
-                                     input.weight, biasPtr, Int32(c.cout), residualPtr, c.relu ? 1 : 0,
-                                     &y, scratch, scratchFloats)
+                if let packed {
+                    return pkk_conv3x3_packed(input.x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), s, packed,
+                                              biasPtr, Int32(c.cout), residualPtr, c.relu ? 1 : 0, &y, scratch, scratchFloats)
+                }
+                return pkk_conv3x3_winograd(input.x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), s, biasPtr,
+                                            Int32(c.cout), residualPtr, c.relu ? 1 : 0, &y, scratch, scratchFloats)
             }
         }
         if done == 0 {
@@ -70,9 +83,7 @@ final class KernelWinogradTests: KernelTestCase {
                     let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
                     // Whole batch in one chunk, and chunks of one register block (16 tiles).
                     for chunk in Set([tiles, 16]) {
-                        let cache = pkk_weight_cache_new()!
-                        defer { pkk_weight_cache_free(cache) }
-                        guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
+                        guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
                             XCTFail("\(c): declined with scratch for \(chunk) tiles")
                             continue
                         }
@@ -94,9 +105,7 @@ final class KernelWinogradTests: KernelTestCase {
         forEachKernelPath { path in
             for threads: Int32 in [1, 2] {
                 pkk_set_threads(threads)
-                let cache = pkk_weight_cache_new()!
-                defer { pkk_weight_cache_free(cache) }
-                guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 0)) else {
+                guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 0)) else {
                     XCTFail("\(c): declined")
                     continue
                 }
@@ -113,9 +122,7 @@ final class KernelWinogradTests: KernelTestCase {
             var results: [[Float]] = []
             for threads: Int32 in [1, 2] {
                 pkk_set_threads(threads)
-                let cache = pkk_weight_cache_new()!
-                defer { pkk_weight_cache_free(cache) }
-                results.append(Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 48)) ?? [])
+                results.append(Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 48)) ?? [])
             }
             pkk_set_threads(0)
             XCTAssertEqual(results[0], results[1], path)
@@ -130,10 +137,7 @@ final class KernelWinogradTests: KernelTestCase {
         let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
         forEachKernelPath { path in
             for offset in [1, 4, 8] {
-                let cache = pkk_weight_cache_new()!
-                defer { pkk_weight_cache_free(cache) }
-                guard let y = Self.winograd(c, input, cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 16),
-                                            offset: offset) else {
+                guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 16), offset: offset) else {
                     XCTFail("\(c): declined scratch \(offset) floats past 64 bytes")
                     continue
                 }
@@ -144,13 +148,36 @@ final class KernelWinogradTests: KernelTestCase {
 
     func testDeclinesWhenScratchHoldsLessThanOneBlock() {
         let c = cases[0]
-        let cache = pkk_weight_cache_new()!
-        defer { pkk_weight_cache_free(cache) }
-        XCTAssertNil(Self.winograd(c, Self.inputs(c, seed: 700), cache: cache, scratchFloats: Self.scratchFloats(c, tiles: 16) - 1))
+        XCTAssertNil(Self.conv(c, Self.inputs(c, seed: 700), scratchFloats: Self.scratchFloats(c, tiles: 16) - 1))
     }
 
-    func testSharedCacheFromConcurrentFirstCalls() {
-        // Eight threads race to transform the weights; all must see one array.
+    func testPackedPathMatchesDirectConvolution() {
+        // The same arranged weights through their packing: the path for few tiles.
+        forEachKernelPath { path in
+            for threads: Int32 in [1, 2] {
+                pkk_set_threads(threads)
+                for (i, c) in cases.enumerated() {
+                    let input = Self.inputs(c, seed: UInt64(500 + i))
+                    let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+                    let cache = pkk_weight_cache_new()!
+                    defer { pkk_weight_cache_free(cache) }
+                    // Scratch of one im2col column (9 cin floats), and of many.
+                    for scratch in [9 * c.cin, 1 << 16] {
+                        guard let y = Self.conv(c, input, scratchFloats: scratch, packed: cache) else {
+                            XCTFail("\(c): packed path declined \(scratch) floats of scratch")
+                            continue
+                        }
+                        assertClose(y, expected, rel: 1e-5, "packed \(c) scratch \(scratch) threads \(threads) \(path)")
+                    }
+                    XCTAssertNil(Self.conv(c, input, scratchFloats: 9 * c.cin - 1, packed: cache), "\(c)")
+                }
+            }
+        }
+        pkk_set_threads(0)
+    }
+
+    func testSharedPackingFromConcurrentFirstCalls() {
+        // Eight threads race to pack the arranged weights; all must see one array.
         let c = cases[1]
         let input = Self.inputs(c, seed: 800)
         let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
@@ -164,17 +191,16 @@ final class KernelWinogradTests: KernelTestCase {
             }
         }
         let shared = Shared()
-        let scratch = Self.scratchFloats(c, tiles: 32)
         DispatchQueue.concurrentPerform(iterations: 8) { i in
             pkk_set_threads(1)
-            shared.outputs[i] = Self.winograd(c, input, cache: shared.cache, scratchFloats: scratch) ?? []
+            shared.outputs[i] = Self.conv(c, input, scratchFloats: 1 << 14, packed: shared.cache) ?? []
         }
-        for y in shared.outputs { assertClose(y, expected, rel: 1e-5, "concurrent winograd \(c)") }
+        for y in shared.outputs { assertClose(y, expected, rel: 1e-5, "concurrent packing \(c)") }
     }
 
     func testTransformedWeightsAreGgGt() {
         // U[p][cb][ci][r] = (G g G^T)[p] with G of F(4x4, 3x3) for output channel cb * block + r
-        // (through the cached regrouping S):
+        // (through the arrangement S that models keep):
         // blocks of 6 rows (7 and 12 output channels) and of 4 (16, where 6 would pad to 18).
         XCTAssertEqual([7, 12, 16, 32, 64].map { Int(pkk_winograd_block_rows(Int32($0))) }, [4, 6, 4, 4, 6])
         let g: [[Double]] = [[0.25, 0, 0], [-1 / 6.0, -1 / 6.0, -1 / 6.0], [-1 / 6.0, 1 / 6.0, -1 / 6.0],

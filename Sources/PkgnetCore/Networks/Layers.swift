@@ -29,6 +29,9 @@ final class WeightCache: @unchecked Sendable {
 
 /// A convolution with any BatchNorm folded in and an optional fused ReLU.
 struct Conv2D {
+    /// [cout][cin/groups][kernel][kernel], except for Winograd convolutions,
+    /// whose weights are kept only as pkk_winograd_arrange_weights arranges
+    /// them: both of their paths read that arrangement.
     let weight: [Float]
     let bias: [Float]
     let cin: Int
@@ -41,14 +44,15 @@ struct Conv2D {
     /// Upper bound of the ReLU (6 for EfficientNet-Lite's ReLU6); nil: none.
     var cap: Float?
     /// Set for 3x3 stride-1 pad-1 ungrouped convolutions, which run as
-    /// Winograd F(4x4, 3x3) where the batch has enough tiles.
-    let winograd: WeightCache?
-    /// The weights packed for the C GEMM, for every other ungrouped call.
+    /// Winograd F(4x4, 3x3) where the batch has enough tiles, else as a GEMM
+    /// against the packing of the same arranged weights.
+    let winograd: Bool
+    /// The weights packed for the C GEMM, for every ungrouped call that does
+    /// not go through Winograd.
     let packed: WeightCache?
 
     init(weight: [Float], bias: [Float], cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int, groups: Int,
          relu: Bool, cap: Float? = nil) {
-        self.weight = weight
         self.bias = bias
         self.cin = cin
         self.cout = cout
@@ -58,9 +62,18 @@ struct Conv2D {
         self.groups = groups
         self.relu = relu
         self.cap = cap
-        let eligible = kernel == 3 && stride == 1 && pad == 1 && groups == 1 && cin >= Conv2D.winogradMinChannels
-        winograd = eligible ? WeightCache() : nil
+        winograd = kernel == 3 && stride == 1 && pad == 1 && groups == 1 && cin >= Conv2D.winogradMinChannels
         packed = groups == 1 ? WeightCache() : nil
+        guard winograd else {
+            self.weight = weight
+            return
+        }
+        // One copy, in the order the Winograd kernel reads: the 3x3 weights are
+        // most of a model, and a second arrangement would double them.
+        self.weight = [Float](unsafeUninitializedCapacity: pkk_winograd_weight_floats(Int32(cin), Int32(cout))) { s, count in
+            pkk_winograd_arrange_weights(weight, Int32(cin), Int32(cout), s.baseAddress)
+            count = s.count
+        }
     }
 
     /// Fewest input channels for Winograd: a shorter reduction leaves the
@@ -72,23 +85,36 @@ struct Conv2D {
     func outputSize(_ size: Int) -> Int { (size + 2 * pad - kernel) / stride + 1 }
 
     /// y = act(conv(x) + bias [+ residual]); y must not alias x or residual.
+    /// Throws only when a Winograd convolution can take neither path: no
+    /// memory to pack its weights and a scratch below one Winograd chunk.
     func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, residual: FeatureMap? = nil,
-                        scratch: Scratch) {
+                        scratch: Scratch) throws {
         assert(x.channels == cin && y.channels == cout && y.size == outputSize(x.size))
-        let tiles = batch * ((x.size + 3) / 4) * ((x.size + 3) / 4)
-        weight.withUnsafeBufferPointer { w in
+        let done = weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
-                if let winograd, tiles >= Int(pkk_winograd_min_tiles()),
-                   pkk_conv3x3_winograd(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
-                                        winograd.cache, w.baseAddress, b.baseAddress, Int32(cout),
-                                        residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count) != 0 {
-                    return
+                guard winograd, let packed else {
+                    pkk_conv2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
+                               w.baseAddress, packed?.cache, b.baseAddress, Int32(cout),
+                               Int32(kernel), Int32(stride), Int32(pad), Int32(groups),
+                               residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count)
+                    return true
                 }
-                pkk_conv2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
-                           w.baseAddress, packed?.cache, b.baseAddress, Int32(cout),
-                           Int32(kernel), Int32(stride), Int32(pad), Int32(groups),
-                           residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count)
+                let viaWinograd = {
+                    pkk_conv3x3_winograd(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size), w.baseAddress,
+                                         b.baseAddress, Int32(cout), residual?.data, relu ? 1 : 0, y.data,
+                                         scratch.data, scratch.count) != 0
+                }
+                let viaPacked = {
+                    pkk_conv3x3_packed(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size), w.baseAddress,
+                                       packed.cache, b.baseAddress, Int32(cout), residual?.data, relu ? 1 : 0, y.data,
+                                       scratch.data, scratch.count) != 0
+                }
+                let tiles = batch * ((x.size + 3) / 4) * ((x.size + 3) / 4)
+                return tiles >= Int(pkk_winograd_min_tiles()) ? viaWinograd() || viaPacked() : viaPacked() || viaWinograd()
             }
+        }
+        guard done else {
+            throw PkgnetError(.outOfMemory, "3x3 convolution \(cin) -> \(cout) channels: no memory to pack its weights, and \(scratch.count) floats of scratch are below one Winograd chunk")
         }
         if let cap {
             pkk_clamp(y.data, cout * batch * y.size * y.size, relu ? 0 : -.infinity, cap)
@@ -111,9 +137,12 @@ struct SameConv2D {
         let total = max((outputSize - 1) * conv.stride + conv.kernel - inputSize, 0)
         before = total / 2
         after = total - before
-        self.conv = Conv2D(weight: conv.weight, bias: conv.bias, cin: conv.cin, cout: conv.cout, kernel: conv.kernel,
-                           stride: conv.stride, pad: before == after ? before : 0, groups: conv.groups,
-                           relu: conv.relu, cap: conv.cap)
+        let pad = before == after ? before : 0
+        // A Winograd convolution (3x3, stride 1, pad 1) keeps its padding of
+        // 1 on either side, and with it its arranged weights.
+        self.conv = pad == conv.pad ? conv
+            : Conv2D(weight: conv.weight, bias: conv.bias, cin: conv.cin, cout: conv.cout, kernel: conv.kernel,
+                     stride: conv.stride, pad: pad, groups: conv.groups, relu: conv.relu, cap: conv.cap)
     }
 
     var cout: Int { conv.cout }
@@ -123,13 +152,13 @@ struct SameConv2D {
     /// `padded` names the workspace buffer of the padded copy.
     func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, padded: String, workspace ws: Workspace) throws {
         guard before != after else {
-            conv(x, batch: batch, into: y, scratch: ws.scratch)
+            try conv(x, batch: batch, into: y, scratch: ws.scratch)
             return
         }
         let copy = try ws.map(padded, channels: x.channels, size: x.size + before + after, batch: batch)
         pkk_pad2d(x.data, Int32(x.channels), Int32(batch), Int32(x.size), Int32(x.size),
                   Int32(before), Int32(after), Int32(before), Int32(after), copy.data)
-        conv(copy, batch: batch, into: y, scratch: ws.scratch)
+        try conv(copy, batch: batch, into: y, scratch: ws.scratch)
     }
 }
 
@@ -167,9 +196,9 @@ struct DoubleConv {
                                            kernel: 3, stride: 1, pad: 1, convBias: true, relu: true)
     }
 
-    func callAsFunction(_ x: FeatureMap, batch: Int, temp: FeatureMap, into y: FeatureMap, scratch: Scratch) {
-        first(x, batch: batch, into: temp, scratch: scratch)
-        second(temp, batch: batch, into: y, scratch: scratch)
+    func callAsFunction(_ x: FeatureMap, batch: Int, temp: FeatureMap, into y: FeatureMap, scratch: Scratch) throws {
+        try first(x, batch: batch, into: temp, scratch: scratch)
+        try second(temp, batch: batch, into: y, scratch: scratch)
     }
 }
 

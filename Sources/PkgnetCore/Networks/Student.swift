@@ -140,17 +140,17 @@ struct Student {
                 : try ws.map("enc\(size)", channels: cout, size: size, batch: batch)
             let temp = try ws.map("temp\(size)", channels: cout, size: size, batch: batch)
             if level == 0 {
-                inConv(x, batch: batch, temp: temp, into: output, scratch: scratch)
+                try inConv(x, batch: batch, temp: temp, into: output, scratch: scratch)
             } else {
                 let down = downs[level - 1]
                 let reduced = try ws.map("down\(size)", channels: cout, size: size, batch: batch)
                 if let strided = down.stridedConv {
-                    strided(x, batch: batch, into: reduced, scratch: scratch)
-                    down.block(reduced, batch: batch, temp: temp, into: output, scratch: scratch)
+                    try strided(x, batch: batch, into: reduced, scratch: scratch)
+                    try down.block(reduced, batch: batch, temp: temp, into: output, scratch: scratch)
                 } else {
                     let pooled = FeatureMap(data: reduced.data, channels: x.channels, size: size)
                     maxPool(x, batch: batch, kernel: 2, stride: 2, pad: 0, into: pooled)
-                    down.block(pooled, batch: batch, temp: temp, into: output, scratch: scratch)
+                    try down.block(pooled, batch: batch, temp: temp, into: output, scratch: scratch)
                 }
             }
             features[[.e32, .e16, .e8, .bottleneck][level]] = output
@@ -174,17 +174,17 @@ struct Student {
             up.upsample(x, batch: batch, into: upsampled, scratch: scratch)
             let temp = try ws.map("temp\(size)", channels: cout, size: size, batch: batch)
             let output = try ws.map("dec\(size)", channels: cout, size: size, batch: batch)
-            up.block(blockInput, batch: batch, temp: temp, into: output, scratch: scratch)
+            try up.block(blockInput, batch: batch, temp: temp, into: output, scratch: scratch)
             features[[.d8, .d16, .d32][n]] = output
             x = output
         }
         let prediction = try ws.map("prediction", channels: channels, size: 32, batch: batch)
-        outConv(x, batch: batch, into: prediction, scratch: scratch)
+        try outConv(x, batch: batch, into: prediction, scratch: scratch)
         let distilled = try pairs.enumerated().map { j, pair in
             let feature = features[pair.feature]!
             guard let projection = pair.projection else { return feature }
             let projected = try ws.map("projection\(j)", channels: projection.cout, size: feature.size, batch: batch)
-            projection(feature, batch: batch, into: projected, scratch: scratch)
+            try projection(feature, batch: batch, into: projected, scratch: scratch)
             return projected
         }
         return (prediction, distilled)

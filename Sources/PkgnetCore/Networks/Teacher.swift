@@ -265,7 +265,7 @@ struct Teacher {
         switch unit {
         case .conv(let conv):
             let out = try ws.map(name, channels: conv.cout, size: conv.outputSize(x.size), batch: batch)
-            conv(x, batch: batch, into: out, scratch: scratch)
+            try conv(x, batch: batch, into: out, scratch: scratch)
             return out
         case .sameConv(let conv):
             let out = try ws.map(name, channels: conv.cout, size: conv.outputSize(x.size), batch: batch)
@@ -279,7 +279,7 @@ struct Teacher {
             var h = x
             for (i, conv) in block.convs.dropLast().enumerated() {
                 let out = try ws.map("t.inner\(i)", channels: conv.cout, size: conv.outputSize(h.size), batch: batch)
-                conv(h, batch: batch, into: out, scratch: scratch)
+                try conv(h, batch: batch, into: out, scratch: scratch)
                 h = out
             }
             var shortcut = x
@@ -287,7 +287,7 @@ struct Teacher {
             case .identity: break
             case .projection(let downsample):
                 shortcut = try ws.map("t.shortcut", channels: downsample.cout, size: downsample.outputSize(x.size), batch: batch)
-                downsample(x, batch: batch, into: shortcut, scratch: scratch)
+                try downsample(x, batch: batch, into: shortcut, scratch: scratch)
             case .optionA(let pad):
                 shortcut = try ws.map("t.shortcut", channels: x.channels + 2 * pad, size: (x.size + 1) / 2, batch: batch)
                 pkk_option_a_shortcut(x.data, Int32(x.channels), Int32(batch), Int32(x.size), Int32(x.size), Int32(pad),
@@ -295,19 +295,19 @@ struct Teacher {
             }
             let last = block.convs.last!
             let out = try ws.map(name, channels: last.cout, size: last.outputSize(h.size), batch: batch)
-            last(h, batch: batch, into: out, residual: shortcut, scratch: scratch)
+            try last(h, batch: batch, into: out, residual: shortcut, scratch: scratch)
             return out
         case .mbConv(let block):
             var h = x
             if let expand = block.expand {
                 let expanded = try ws.map("t.inner0", channels: expand.cout, size: x.size, batch: batch)
-                expand(x, batch: batch, into: expanded, scratch: scratch)
+                try expand(x, batch: batch, into: expanded, scratch: scratch)
                 h = expanded
             }
             let depthwise = try ws.map("t.inner1", channels: block.depthwise.cout, size: block.depthwise.outputSize(h.size), batch: batch)
             try block.depthwise(h, batch: batch, into: depthwise, padded: "t.padded", workspace: ws)
             let out = try ws.map(name, channels: block.project.cout, size: depthwise.size, batch: batch)
-            block.project(depthwise, batch: batch, into: out, residual: block.skip ? x : nil, scratch: scratch)
+            try block.project(depthwise, batch: batch, into: out, residual: block.skip ? x : nil, scratch: scratch)
             return out
         }
     }

@@ -289,16 +289,19 @@ final class StudentGraph {
             switch op {
             case let .conv(c, x, y):
                 // The 3x3 same convolutions through Winograd, as scoring runs
-                // them: the weights change every step, so their transform is
-                // made per call (a few percent of the products at batch 128).
-                if winogradForward && c.kernel == 3 && c.stride == 1 && c.pad == 1 && c.cin >= Conv2D.winogradMinChannels,
-                   let cache = pkk_weight_cache_new() {
-                    defer { pkk_weight_cache_free(cache) }
-                    if pkk_conv3x3_winograd(pointer(x, batch: batch), Int32(c.cin), Int32(batch), Int32(x.size), Int32(x.size),
-                                            cache, p.value(c.weight), p.value(c.bias), Int32(c.cout), nil, 0,
-                                            pointer(y, batch: batch), scratch, scratchFloats) != 0 {
-                        continue
+                // them: the weights change every step, so they are arranged
+                // for it per call (a copy; their transform is per call anyway).
+                if winogradForward && c.kernel == 3 && c.stride == 1 && c.pad == 1 && c.cin >= Conv2D.winogradMinChannels {
+                    let arranged = [Float](unsafeUninitializedCapacity: pkk_winograd_weight_floats(Int32(c.cin), Int32(c.cout))) { s, count in
+                        pkk_winograd_arrange_weights(p.value(c.weight), Int32(c.cin), Int32(c.cout), s.baseAddress)
+                        count = s.count
                     }
+                    let done = arranged.withUnsafeBufferPointer { s in
+                        pkk_conv3x3_winograd(pointer(x, batch: batch), Int32(c.cin), Int32(batch), Int32(x.size), Int32(x.size),
+                                             s.baseAddress, p.value(c.bias), Int32(c.cout), nil, 0,
+                                             pointer(y, batch: batch), scratch, scratchFloats)
+                    }
+                    if done != 0 { continue }
                 }
                 pkk_conv2d(pointer(x, batch: batch), Int32(c.cin), Int32(batch), Int32(x.size), Int32(x.size),
                            p.value(c.weight), nil, p.value(c.bias), Int32(c.cout), Int32(c.kernel), Int32(c.stride), Int32(c.pad), 1,

@@ -86,6 +86,10 @@ void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t co
 /* The packing of w kept in `cache` (made on first use); NULL if memory is short. */
 const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
                                 size_t col_stride);
+/* The same for a 3x3 convolution's weights arranged for Winograd (s, as
+ * pkk_winograd_arrange_weights leaves them): A [cout][9 cin] in im2col
+ * order. */
+const float *pkk_packed_winograd_weights(pkk_weight_cache *cache, const float *s, int cout, int cin);
 void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
                      const float *bias, const float *residual, int relu);
 
@@ -115,36 +119,42 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
 /*
  * Winograd F(4x4, 3x3) for 3x3 stride-1 pad-1 ungrouped convolutions
  * (winograd.c): same inputs and output as pkk_conv2d with kernel 3, stride 1,
- * pad 1, groups 1; a quarter of the multiplications. The weights are
- * regrouped on first use and kept in `cache` (pkk_winograd_weight_floats:
- * the 3x3 weights' size); their transform (36 x cout x cin floats, four
- * times as much) is made per call, by each thread for its transform points
- * in chunks of output channels, in the scratch. The tiles (4x4 outputs) go
- * in chunks as large as the scratch holds; pkk_winograd_scratch_floats is
- * the scratch for chunks of `tiles` tiles (rounded up to 16; 0: the whole
- * batch) on the calling thread's OpenMP thread count. Returns 1 when y is written,
- * 0 when it declined (scratch below one chunk of 16 tiles, or no memory for
- * the cache): the caller then runs pkk_conv2d. The scratch needs no
- * alignment beyond a float's. y may be the residual itself
- * (each element is read before it is written: y += conv).
+ * pad 1, groups 1, but the weights arranged by pkk_winograd_arrange_weights
+ * (s: pkk_winograd_weight_floats, the 3x3 weights' size and a few zero rows);
+ * a quarter of the multiplications. The weights' transform (36 x cout x cin
+ * floats, four times as much) is made per call, by each thread for its
+ * transform points in chunks of output channels, in the scratch. The tiles
+ * (4x4 outputs) go in chunks as large as the scratch holds;
+ * pkk_winograd_scratch_floats is the scratch for chunks of `tiles` tiles
+ * (rounded up to 16; 0: the whole batch) on the calling thread's OpenMP
+ * thread count. Returns 1 when y is written, 0 when it declined (scratch
+ * below one chunk of 16 tiles). The scratch needs no alignment beyond a
+ * float's. y may be the residual itself (each element is read before it is
+ * written: y += conv).
  */
 size_t pkk_winograd_weight_floats(int cin, int cout);
-/* Output channels per block of the transformed weights (4 or 6). */
+/* Output channels per block of the arranged weights (4 or 6). */
 int pkk_winograd_block_rows(int cout);
-/* The cached form: s[k][cb][ci][r] = weight[cb * block rows + r][ci][k] for
- * the taps k = 3 * row + column (0 past cout). */
+/* s[k][cb][ci][r] = weight[cb * block rows + r][ci][k] for the taps
+ * k = 3 * row + column (0 past cout). */
 void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float *s);
 /* u[p][cb - row0 / block rows][ci][r] = (G g G^T)[p] for output channel
  * cb * block rows + r in [row0, row1) (whole blocks), from s, with p =
  * 6 * row + column of the 6x6 transform; points (row1 - row0) * cin apart. */
 void pkk_winograd_transform_weights(const float *s, int cin, int cout, int row0, int row1, float *u);
 size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles);
-/* Fewest 4x4 output tiles per call for which Winograd beats pkk_conv2d with
- * packed weights on this CPU (callers choose; the kernel takes any count). */
+/* Fewest 4x4 output tiles per call for which Winograd beats pkk_conv3x3_packed
+ * on this CPU (callers choose; the kernel takes any count). */
 int pkk_winograd_min_tiles(void);
-int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w,
-                         pkk_weight_cache *cache, const float *weight, const float *bias, int cout,
-                         const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
+int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias,
+                         int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
+/* The same convolution from the same arranged weights as an im2col GEMM
+ * against their packing, kept in `packed` (for the few tiles where Winograd
+ * is slower). Returns 0 (y untouched) if memory for the packing is short or
+ * the scratch holds less than one column (9 cin floats). */
+int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const float *s, pkk_weight_cache *packed,
+                       const float *bias, int cout, const float *residual, int relu, float *y, float *scratch,
+                       size_t scratch_floats);
 
 /* Floats of scratch a conv_transpose2d needs for `cols` input columns per tile. */
 size_t pkk_conv_transpose2d_scratch_floats(int cout, int kernel, int cols);
