@@ -128,39 +128,51 @@ struct Student {
         -> (prediction: FeatureMap, features: [FeatureMap])
     {
         let scratch = ws.scratch
+        var transients = Transients(workspace: ws, batch: batch)
+        let paired = Set(pairs.map(\.feature))
+        /// A block's output: its own buffer if a pair reads it at the end.
+        func output(_ feature: StudentFeature, channels: Int, size: Int) throws -> FeatureMap {
+            paired.contains(feature) ? try ws.map(feature.rawValue, channels: channels, size: size, batch: batch)
+                : try transients.next(channels: channels, size: size)
+        }
         // Encoder. Each skip lives in the first half of the concatenation
         // buffer its decoder stage reads, so no copy is needed.
         var features: [StudentFeature: FeatureMap] = [:]
         var x = input
         for level in 0...3 {
             let size = 32 >> level, cout = width << level
+            let feature = [StudentFeature.e32, .e16, .e8, .bottleneck][level]
             let skipped = level < 2 || (level == 2 && k == 1)
-            let output = skipped
-                ? try ws.map("cat\(size)", channels: 2 * cout, size: size, batch: batch).slice(from: 0, count: cout, batch: batch)
-                : try ws.map("enc\(size)", channels: cout, size: size, batch: batch)
-            let temp = try ws.map("temp\(size)", channels: cout, size: size, batch: batch)
             if level == 0 {
+                let temp = try transients.next(channels: cout, size: size)
+                let output = try ws.map("cat\(size)", channels: 2 * cout, size: size, batch: batch).slice(from: 0, count: cout, batch: batch)
                 try inConv(x, batch: batch, temp: temp, into: output, scratch: scratch)
+                x = output
             } else {
                 let down = downs[level - 1]
-                let reduced = try ws.map("down\(size)", channels: cout, size: size, batch: batch)
+                let reduced: FeatureMap
                 if let strided = down.stridedConv {
+                    reduced = try transients.next(channels: cout, size: size)
                     try strided(x, batch: batch, into: reduced, scratch: scratch)
-                    try down.block(reduced, batch: batch, temp: temp, into: output, scratch: scratch)
                 } else {
-                    let pooled = FeatureMap(data: reduced.data, channels: x.channels, size: size)
-                    maxPool(x, batch: batch, kernel: 2, stride: 2, pad: 0, into: pooled)
-                    try down.block(pooled, batch: batch, temp: temp, into: output, scratch: scratch)
+                    reduced = try transients.next(channels: x.channels, size: size)
+                    maxPool(x, batch: batch, kernel: 2, stride: 2, pad: 0, into: reduced)
                 }
+                let temp = try transients.next(channels: cout, size: size)
+                let output = skipped
+                    ? try ws.map("cat\(size)", channels: 2 * cout, size: size, batch: batch).slice(from: 0, count: cout, batch: batch)
+                    : try output(feature, channels: cout, size: size)
+                try down.block(reduced, batch: batch, temp: temp, into: output, scratch: scratch)
+                x = output
             }
-            features[[.e32, .e16, .e8, .bottleneck][level]] = output
-            x = output
+            features[feature] = x
         }
 
         // Decoder. A skip's concatenation buffer gets only its second half
         // written here, so the encoder features in the first halves survive.
         for (n, up) in ups.enumerated() {
             let size = 8 << n, cout = up.upsample.cout
+            let feature = [StudentFeature.d8, .d16, .d32][n]
             let upsampled: FeatureMap
             let blockInput: FeatureMap
             if up.hasSkip {
@@ -168,14 +180,14 @@ struct Student {
                 upsampled = cat.slice(from: cout, count: cout, batch: batch)
                 blockInput = cat
             } else {
-                upsampled = try ws.map("up\(size)", channels: cout, size: size, batch: batch)
+                upsampled = try transients.next(channels: cout, size: size)
                 blockInput = upsampled
             }
-            up.upsample(x, batch: batch, into: upsampled, scratch: scratch)
-            let temp = try ws.map("temp\(size)", channels: cout, size: size, batch: batch)
-            let output = try ws.map("dec\(size)", channels: cout, size: size, batch: batch)
+            try up.upsample(x, batch: batch, into: upsampled, scratch: scratch)
+            let temp = try transients.next(channels: cout, size: size)
+            let output = try output(feature, channels: cout, size: size)
             try up.block(blockInput, batch: batch, temp: temp, into: output, scratch: scratch)
-            features[[.d8, .d16, .d32][n]] = output
+            features[feature] = output
             x = output
         }
         let prediction = try ws.map("prediction", channels: channels, size: 32, batch: batch)
@@ -188,5 +200,25 @@ struct Student {
             return projected
         }
         return (prediction, distilled)
+    }
+}
+
+/// Maps that only the next layer reads (a block's pooled input, its middle
+/// map, an output no pair keeps) take turns in two buffers: whenever one is
+/// written, the other holds the map being read. The network's activations
+/// then take the room of two such maps instead of one each (w=64: 36% less).
+private struct Transients {
+    let workspace: Workspace
+    let batch: Int
+    private var turn = 0
+
+    init(workspace: Workspace, batch: Int) {
+        self.workspace = workspace
+        self.batch = batch
+    }
+
+    mutating func next(channels: Int, size: Int) throws -> FeatureMap {
+        defer { turn ^= 1 }
+        return try workspace.map("transient\(turn)", channels: channels, size: size, batch: batch)
     }
 }
