@@ -576,23 +576,24 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
                                           scratch_floats);
 }
 
-void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
-                const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
-                int kernel, int stride, int pad, int groups,
-                const float *residual, int relu,
-                float *y, float *scratch, size_t scratch_floats)
+int pkk_conv2d(const float *x, int cin, int batch, int h, int w,
+               const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
+               int kernel, int stride, int pad, int groups,
+               const float *residual, int relu,
+               float *y, float *scratch, size_t scratch_floats)
 {
     if (groups < 1) groups = 1;
     const int ho = (h + 2 * pad - kernel) / stride + 1;
     const int wo = (w + 2 * pad - kernel) / stride + 1;
-    if (cout <= 0 || batch <= 0 || ho <= 0 || wo <= 0) return;
+    if (cout <= 0 || batch <= 0 || ho <= 0 || wo <= 0) return 1;
     if (packed != NULL && groups == 1) {
         const int k = cin * kernel * kernel;
         const float *a = pkk_packed_weights(packed, weight, cout, k, (size_t)k, 1);
         if (a != NULL && pkk_conv2d_packed(x, cin, batch, h, w, a, bias, cout, kernel, stride, pad, residual,
                                            relu, y, scratch, scratch_floats))
-            return;
+            return 1;
     }
+    if (weight == NULL) return 0;
     const int cin_g = cin / groups;
     const int cout_g = cout / groups;
     const int kdim = cin_g * kernel * kernel;
@@ -609,7 +610,7 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
                       x + (size_t)g * cin_g * in_ch, (int)ncols, 0.0f,
                       y + (size_t)g * cout_g * ncols, (int)ncols);
         pkk_epilogue(y, ncols, cout, 0, (int)ncols, bias, residual, relu, 1);
-        return;
+        return 1;
     }
 
     if (small_groups) {
@@ -627,7 +628,7 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
                                          tile, cin_g, cout_g, kdim, batch, h, w, kernel, stride,
                                          pad, ho, wo, relu, direct };
             pkk_run(groups, work, pkk_conv2d_groups, &a);
-            return;
+            return 1;
         }
         /* scratch too small for one column per thread: the serial path below */
     }
@@ -656,6 +657,7 @@ void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
         }
         pkk_epilogue(y, ncols, cout, c0, tn, bias, residual, relu, 1);
     }
+    return 1;
 }
 
 /* ---- transposed convolution ---- */
@@ -849,14 +851,14 @@ static void pkk_deconv_gemm(const float *a, const float *weight, int rows, int c
     else pkk_sgemm(1, 0, rows, tn, cin, 1.0f, weight, rows, x + c0, (int)ldx, 0.0f, col, tn);
 }
 
-void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
-                          const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
-                          int kernel, int stride, int pad, int output_padding,
-                          float *y, float *scratch, size_t scratch_floats)
+int pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
+                         const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
+                         int kernel, int stride, int pad, int output_padding,
+                         float *y, float *scratch, size_t scratch_floats)
 {
     const int ho = (h - 1) * stride - 2 * pad + kernel + output_padding;
     const int wo = (w - 1) * stride - 2 * pad + kernel + output_padding;
-    if (cout <= 0 || batch <= 0 || ho <= 0 || wo <= 0) return;
+    if (cout <= 0 || batch <= 0 || ho <= 0 || wo <= 0) return 1;
     const size_t out_ch = (size_t)batch * ho * wo;
     const size_t ncols = (size_t)batch * h * w;
     const size_t in_plane = (size_t)h * w;
@@ -864,6 +866,7 @@ void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
     pkk_col2im_args a = { NULL, bias, y, NULL, cout, kernel, stride, pad, batch, h, w, ho, wo, 0, 0, 0, 0 };
 
     const float *a_packed = packed ? pkk_packed_weights(packed, weight, rows, cin, 1, (size_t)rows) : NULL;
+    if (a_packed == NULL && weight == NULL) return 0;
 
     /* Tile: as many input columns as the scratch holds, but a col block of at
      * most about PKK_DECONV_BLOCK_FLOATS (whole images when possible). */
@@ -888,11 +891,11 @@ void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
             a.b0 = b0;
             pkk_run((long)cout * nb, (size_t)rows * tn, pkk_col2im_k3s2p1, &a);
         }
-        return;
+        return 1;
     }
 
     pkk_run(cout, (size_t)cout * out_ch, pkk_fill_bias, &a);
-    if (ncols == 0) return;
+    if (ncols == 0) return 1;
 
     /* scatter tables for small planes (else the segment-wise col2im) */
     int *tables = NULL;
@@ -924,4 +927,5 @@ void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
         pkk_run(cout, (size_t)rows * tn, tables ? pkk_col2im_table : pkk_col2im_segments, &a);
     }
     free(tables);
+    return 1;
 }

@@ -107,7 +107,7 @@ const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, 
                                 size_t col_stride)
 {
     const pkk_pack_source s = { w, m, k, row_stride, col_stride, 0 };
-    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(m, k), pkk_pack_fill, &s);
+    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(m, k), w != NULL ? pkk_pack_fill : NULL, &s);
 }
 
 const float *pkk_packed_winograd_weights(pkk_weight_cache *cache, const float *s, int cout, int cin)

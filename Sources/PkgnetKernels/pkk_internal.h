@@ -110,7 +110,8 @@ void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int ker
                        int pad, size_t c0, int tn, float *col);
 
 /* The cached array of `floats` floats, made by fill(dst, args) on the first
- * call (weight_cache.c); NULL if memory is short. Safe to race. */
+ * call (weight_cache.c); NULL if memory is short, or if fill is NULL (only
+ * look) and nothing is cached yet. Safe to race. */
 typedef void (*pkk_weight_fill_fn)(float *dst, const void *args);
 const float *pkk_weight_cache_get(struct pkk_weight_cache *cache, size_t floats, pkk_weight_fill_fn fill,
                                   const void *args);

@@ -33,7 +33,7 @@ const float *pkk_weight_cache_get(pkk_weight_cache *cache, size_t floats, pkk_we
                                   const void *args)
 {
     float *data = atomic_load_explicit(&cache->data, memory_order_acquire);
-    if (data != NULL) return data;
+    if (data != NULL || fill == NULL) return data;
     float *fresh = NULL;
     if (posix_memalign((void **)&fresh, 64, sizeof(float) * floats) != 0) return NULL;
     fill(fresh, args);

@@ -110,18 +110,24 @@ final class KernelConvTests: KernelTestCase {
         XCTAssertEqual(scratchCount, kdim * columns, file: file, line: line)
         let cache = packed ? pkk_weight_cache_new() : nil
         defer { pkk_weight_cache_free(cache) }
+        // Packed as models do at load, then without the plain weights (ungrouped convolutions).
+        let packedOnly = packed && c.groups == 1
+        if packedOnly { XCTAssertNotNil(pkk_packed_weights(cache, weight, Int32(c.cout), Int32(kdim), kdim, 1), file: file, line: line) }
         // Garbage in the output and scratch: the kernel must overwrite, not accumulate.
         var y = [Float](repeating: .nan, count: c.cout * ncols)
         var scratch = [Float](repeating: 1e30, count: max(scratchCount, 1))
-        withOptionalPointer(bias) { biasPtr in
-            withOptionalPointer(residual) { residualPtr in
-                pkk_conv2d(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w),
-                           weight, cache, biasPtr, Int32(c.cout),
-                           Int32(c.kernel), Int32(c.stride), Int32(c.pad), Int32(c.groups),
-                           residualPtr, c.relu ? 1 : 0,
-                           &y, &scratch, scratchCount)
+        let done = withOptionalPointer(packedOnly ? nil : weight) { weightPtr in
+            withOptionalPointer(bias) { biasPtr in
+                withOptionalPointer(residual) { residualPtr in
+                    pkk_conv2d(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w),
+                               weightPtr, cache, biasPtr, Int32(c.cout),
+                               Int32(c.kernel), Int32(c.stride), Int32(c.pad), Int32(c.groups),
+                               residualPtr, c.relu ? 1 : 0,
+                               &y, &scratch, scratchCount)
+                }
             }
         }
+        XCTAssertEqual(done, 1, file: file, line: line)
         assertClose(y, expected, "conv2d \(c) scratch columns \(columns) packed \(packed)", file: file, line: line)
     }
 
@@ -189,6 +195,39 @@ final class KernelConvTests: KernelTestCase {
         run(wide, scratchColumns: 32, seed: 261, packed: true)
     }
 
+    func testWithoutWeightsOrTheirPackingNothingIsWritten() {
+        // Plain weights dropped (NULL): with nothing packed yet, or a scratch
+        // below one im2col column, the kernels decline and leave y alone.
+        let c = ConvCase(cin: 4, cout: 5, batch: 1, h: 7, w: 5, kernel: 3, stride: 2, pad: 1, groups: 1, bias: true, residual: false, relu: true)
+        let kdim = c.cin * 9
+        let x = [Float](repeating: 1, count: c.cin * c.h * c.w), weight = [Float](repeating: 0.5, count: c.cout * kdim)
+        var y = [Float](repeating: .nan, count: c.cout * c.ho * c.wo), scratch = [Float](repeating: 0, count: kdim)
+        let cache = pkk_weight_cache_new()!
+        defer { pkk_weight_cache_free(cache) }
+        func conv(scratchFloats: Int) -> Int32 {
+            pkk_conv2d(x, Int32(c.cin), 1, Int32(c.h), Int32(c.w), nil, cache, nil, Int32(c.cout), 3, 2, 1, 1, nil, 1,
+                       &y, &scratch, scratchFloats)
+        }
+        XCTAssertEqual(conv(scratchFloats: kdim), 0)
+        XCTAssertNotNil(pkk_packed_weights(cache, weight, Int32(c.cout), Int32(kdim), kdim, 1))
+        XCTAssertEqual(conv(scratchFloats: kdim - 1), 0)
+        XCTAssertTrue(y.allSatisfy { $0.isNaN })
+        XCTAssertEqual(conv(scratchFloats: kdim), 1)
+        XCTAssertEqual(y, [Float](repeating: 0.5 * 4 * 4, count: y.count).enumerated().map { i, _ in
+            // all-ones input: each output sums the taps inside the image, 0.5 per tap and channel
+            let oy = (i % (c.ho * c.wo)) / c.wo, ox = i % c.wo
+            let rows = (-1...1).filter { (0..<c.h).contains(2 * oy + $0) }.count
+            let cols = (-1...1).filter { (0..<c.w).contains(2 * ox + $0) }.count
+            return Float(rows * cols * c.cin) * 0.5
+        })
+        let d = DeconvCase(cin: 3, cout: 2, batch: 1, h: 2, w: 2, kernel: 3, stride: 2, pad: 1, outputPadding: 1, bias: true)
+        var yd = [Float](repeating: .nan, count: d.cout * d.ho * d.wo), scratchD = [Float](repeating: 0, count: 1 << 10)
+        let empty = pkk_weight_cache_new()!
+        defer { pkk_weight_cache_free(empty) }
+        XCTAssertEqual(pkk_conv_transpose2d(x, Int32(d.cin), 1, 2, 2, nil, empty, nil, Int32(d.cout), 3, 2, 1, 1, &yd, &scratchD, 1 << 10), 0)
+        XCTAssertTrue(yd.allSatisfy { $0.isNaN })
+    }
+
     func testConv2dLargeParallel() {
         // Big enough that im2col and the epilogue open OpenMP regions.
         let c = ConvCase(cin: 16, cout: 8, batch: 4, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1,
@@ -212,14 +251,20 @@ final class KernelConvTests: KernelTestCase {
         XCTAssertEqual(scratchCount, c.cout * c.kernel * c.kernel * columns, file: file, line: line)
         let cache = packed ? pkk_weight_cache_new() : nil
         defer { pkk_weight_cache_free(cache) }
+        // Packed as models do at load (W^T), then without the plain weights.
+        let rows = c.cout * c.kernel * c.kernel
+        if packed { XCTAssertNotNil(pkk_packed_weights(cache, weight, Int32(rows), Int32(c.cin), 1, rows), file: file, line: line) }
         var y = [Float](repeating: .nan, count: c.cout * c.batch * c.ho * c.wo)
         var scratch = [Float](repeating: 1e30, count: scratchCount)
-        withOptionalPointer(bias) { biasPtr in
-            pkk_conv_transpose2d(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w),
-                                 weight, cache, biasPtr, Int32(c.cout),
-                                 Int32(c.kernel), Int32(c.stride), Int32(c.pad), Int32(c.outputPadding),
-                                 &y, &scratch, scratchCount)
+        let done = withOptionalPointer(packed ? nil : weight) { weightPtr in
+            withOptionalPointer(bias) { biasPtr in
+                pkk_conv_transpose2d(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w),
+                                     weightPtr, cache, biasPtr, Int32(c.cout),
+                                     Int32(c.kernel), Int32(c.stride), Int32(c.pad), Int32(c.outputPadding),
+                                     &y, &scratch, scratchCount)
+            }
         }
+        XCTAssertEqual(done, 1, file: file, line: line)
         assertClose(y, expected, "conv_transpose2d \(c) scratch columns \(columns) packed \(packed)", file: file, line: line)
     }
 

@@ -29,16 +29,19 @@ final class WeightCache: @unchecked Sendable {
 
 /// A convolution with any BatchNorm folded in and an optional fused ReLU.
 struct Conv2D {
-    /// [cout][cin/groups][kernel][kernel], except for Winograd convolutions,
-    /// whose weights are kept only as pkk_winograd_arrange_weights arranges
-    /// them: both of their paths read that arrangement.
+    /// [cout][cin/groups][kernel][kernel] for grouped convolutions. The
+    /// others keep one copy of their weights, in the order their kernels
+    /// read: Winograd convolutions as pkk_winograd_arrange_weights arranges
+    /// them (both of their paths read that), the rest only packed (`packed`,
+    /// made at load; empty here unless memory for the packing was short).
     let weight: [Float]
     let bias: [Float]
     let cin: Int
     let cout: Int
     let kernel: Int
     let stride: Int
-    let pad: Int
+    /// Settable only by SameConv2D, on convolutions that are not Winograd ones.
+    fileprivate(set) var pad: Int
     let groups: Int
     let relu: Bool
     /// Upper bound of the ReLU (6 for EfficientNet-Lite's ReLU6); nil: none.
@@ -48,7 +51,8 @@ struct Conv2D {
     /// against the packing of the same arranged weights.
     let winograd: Bool
     /// The weights packed for the C GEMM, for every ungrouped call that does
-    /// not go through Winograd.
+    /// not go through Winograd: made at load, or for Winograd convolutions
+    /// on the first call with too few tiles for Winograd.
     let packed: WeightCache?
 
     init(weight: [Float], bias: [Float], cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int, groups: Int,
@@ -65,7 +69,9 @@ struct Conv2D {
         winograd = kernel == 3 && stride == 1 && pad == 1 && groups == 1 && cin >= Conv2D.winogradMinChannels
         packed = groups == 1 ? WeightCache() : nil
         guard winograd else {
-            self.weight = weight
+            let k = cin * kernel * kernel
+            let packedNow = packed.map { pkk_packed_weights($0.cache, weight, Int32(cout), Int32(k), k, 1) != nil } ?? false
+            self.weight = packedNow ? [] : weight
             return
         }
         // One copy, in the order the Winograd kernel reads: the 3x3 weights are
@@ -85,19 +91,18 @@ struct Conv2D {
     func outputSize(_ size: Int) -> Int { (size + 2 * pad - kernel) / stride + 1 }
 
     /// y = act(conv(x) + bias [+ residual]); y must not alias x or residual.
-    /// Throws only when a Winograd convolution can take neither path: no
-    /// memory to pack its weights and a scratch below one Winograd chunk.
+    /// Throws only when the scratch is too small for every path open to the
+    /// convolution (for a Winograd one, after packing failed for memory).
     func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, residual: FeatureMap? = nil,
                         scratch: Scratch) throws {
         assert(x.channels == cin && y.channels == cout && y.size == outputSize(x.size))
         let done = weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
                 guard winograd, let packed else {
-                    pkk_conv2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
-                               w.baseAddress, packed?.cache, b.baseAddress, Int32(cout),
-                               Int32(kernel), Int32(stride), Int32(pad), Int32(groups),
-                               residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count)
-                    return true
+                    return pkk_conv2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
+                                      w.isEmpty ? nil : w.baseAddress, packed?.cache, b.baseAddress, Int32(cout),
+                                      Int32(kernel), Int32(stride), Int32(pad), Int32(groups),
+                                      residual?.data, relu ? 1 : 0, y.data, scratch.data, scratch.count) != 0
                 }
                 let viaWinograd = {
                     pkk_conv3x3_winograd(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size), w.baseAddress,
@@ -114,7 +119,7 @@ struct Conv2D {
             }
         }
         guard done else {
-            throw PkgnetError(.outOfMemory, "3x3 convolution \(cin) -> \(cout) channels: no memory to pack its weights, and \(scratch.count) floats of scratch are below one Winograd chunk")
+            throw PkgnetError(.outOfMemory, "\(kernel)x\(kernel) convolution \(cin) -> \(cout) channels: \(scratch.count) floats of scratch are too few for it\(winograd ? " (and no memory to pack its weights)" : "")")
         }
         if let cap {
             pkk_clamp(y.data, cout * batch * y.size * y.size, relu ? 0 : -.infinity, cap)
@@ -137,12 +142,13 @@ struct SameConv2D {
         let total = max((outputSize - 1) * conv.stride + conv.kernel - inputSize, 0)
         before = total / 2
         after = total - before
-        let pad = before == after ? before : 0
-        // A Winograd convolution (3x3, stride 1, pad 1) keeps its padding of
-        // 1 on either side, and with it its arranged weights.
-        self.conv = pad == conv.pad ? conv
-            : Conv2D(weight: conv.weight, bias: conv.bias, cin: conv.cin, cout: conv.cout, kernel: conv.kernel,
-                     stride: conv.stride, pad: pad, groups: conv.groups, relu: conv.relu, cap: conv.cap)
+        // Weights and packing stay shared. A Winograd convolution (3x3,
+        // stride 1, pad 1) is "same" with its own padding of 1; the others run
+        // any padding (as the packed GEMM or the BLAS).
+        var conv = conv
+        conv.pad = before == after ? before : 0
+        assert(!conv.winograd || conv.pad == 1)
+        self.conv = conv
     }
 
     var cout: Int { conv.cout }
@@ -165,21 +171,34 @@ struct SameConv2D {
 /// PyTorch's ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1):
 /// doubles the map's side, as the students' decoders use it.
 struct ConvTranspose2D {
+    /// [cin][cout][3][3]; empty once packed (at load, unless memory was short).
     let weight: [Float]
     let bias: [Float]
     let cin: Int
     let cout: Int
-    /// The weights packed for the C GEMM.
+    /// The weights packed for the C GEMM (W^T, [cout x 9][cin]).
     let packed = WeightCache()
 
-    func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, scratch: Scratch) {
+    init(weight: [Float], bias: [Float], cin: Int, cout: Int) {
+        self.bias = bias
+        self.cin = cin
+        self.cout = cout
+        let rows = cout * 9
+        let packedNow = packed.map { pkk_packed_weights($0.cache, weight, Int32(rows), Int32(cin), 1, rows) != nil } ?? false
+        self.weight = packedNow ? [] : weight
+    }
+
+    func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, scratch: Scratch) throws {
         assert(x.channels == cin && y.channels == cout && y.size == 2 * x.size)
-        weight.withUnsafeBufferPointer { w in
+        let done = weight.withUnsafeBufferPointer { w in
             bias.withUnsafeBufferPointer { b in
                 pkk_conv_transpose2d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size),
-                                     w.baseAddress, packed?.cache, b.baseAddress, Int32(cout), 3, 2, 1, 1,
+                                     w.isEmpty ? nil : w.baseAddress, packed?.cache, b.baseAddress, Int32(cout), 3, 2, 1, 1,
                                      y.data, scratch.data, scratch.count)
             }
+        }
+        guard done != 0 else {
+            throw PkgnetError(.internal, "transposed convolution \(cin) -> \(cout) channels: neither weights nor their packing")
         }
     }
 }

@@ -83,7 +83,8 @@ void pkk_weight_cache_free(pkk_weight_cache *cache);
 size_t pkk_packed_weight_floats(int m, int k);
 /* a = A packed, with A[i][j] = w[i * row_stride + j * col_stride]. */
 void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t col_stride, float *a);
-/* The packing of w kept in `cache` (made on first use); NULL if memory is short. */
+/* The packing of w kept in `cache` (made on first use); NULL if memory is
+ * short, or if w is NULL and nothing is kept yet (w NULL: only look). */
 const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
                                 size_t col_stride);
 /* The same for a 3x3 convolution's weights arranged for Winograd (s, as
@@ -108,9 +109,12 @@ size_t pkk_conv2d_scratch_floats(int cin, int groups, int kernel, int cols);
  * per GEMM as fit into scratch_floats (at least one column must fit; a 1x1
  * stride-1 ungrouped conv needs none). OpenMP-parallel. `packed` (or NULL):
  * for ungrouped convolutions whose weights stay fixed, the cache of their
- * packing for pkk_gemm_packed, used instead of the BLAS.
+ * packing for pkk_gemm_packed, used instead of the BLAS. weight may be NULL
+ * once `packed` holds the packing (models pack at load and keep only that).
+ * Returns 1, or 0 (y untouched) when weight is NULL and the packed path
+ * cannot run (no packing in `packed`, or scratch below one column).
  */
-void pkk_conv2d(const float *x, int cin, int batch, int h, int w,
+int pkk_conv2d(const float *x, int cin, int batch, int h, int w,
                 const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
                 int kernel, int stride, int pad, int groups,
                 const float *residual, int relu,
@@ -166,9 +170,11 @@ size_t pkk_conv_transpose2d_scratch_floats(int cout, int kernel, int cols);
  *   bias   [cout] or NULL
  *   y      [cout][batch][ho][wo], ho = (h-1)*stride - 2*pad + kernel + output_padding
  * Computed as a GEMM (weight^T times x) then a col2im scatter-add; the GEMM
- * uses the packed weights in `packed` when it is not NULL (fixed weights).
+ * uses the packed weights in `packed` when it is not NULL (fixed weights),
+ * and weight may then be NULL once `packed` holds them. Returns 1, or 0 (y
+ * untouched) when weight is NULL and `packed` holds no packing.
  */
-void pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
+int pkk_conv_transpose2d(const float *x, int cin, int batch, int h, int w,
                           const float *weight, pkk_weight_cache *packed, const float *bias, int cout,
                           int kernel, int stride, int pad, int output_padding,
                           float *y, float *scratch, size_t scratch_floats);
