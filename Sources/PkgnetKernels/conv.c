@@ -55,14 +55,23 @@ size_t pkk_conv2d_scratch_floats(int cin, int groups, int kernel, int cols)
 /* ---- im2col ---- */
 
 /* One group's im2col over output columns [c0, c0 + tn): col[r][j] with
- * r = (ci, ky, kx) over the group's cin_g channels. */
+ * r = (ci, ky, kx) over the group's cin_g channels, or with tap_major
+ * r = (ky, kx, ci), the order of weights arranged for Winograd. */
 typedef struct {
     const float *xg;
     int cin_g, batch, h, w, kernel, stride, pad, ho, wo;
     size_t c0;
     int tn;
     float *col;
+    int tap_major;
 } pkk_im2col_args;
+
+/* Row (ci, tap) of col, in the order the args ask for. */
+static inline float *pkk_col_row(const pkk_im2col_args *a, int ci, int tap)
+{
+    const size_t row = a->tap_major ? (size_t)tap * a->cin_g + ci : (size_t)ci * a->kernel * a->kernel + tap;
+    return a->col + row * a->tn;
+}
 
 /* Tiny output planes: the padding pattern is the same for every image, so
  * loop over output positions and, inside, over the images of the tile. */
@@ -81,7 +90,7 @@ static void pkk_im2col_tiny(long lo, long hi, int thread, const void *args)
         const int ky = (int)(r % kk) / a->kernel;
         const int kx = (int)(r % kk) % a->kernel;
         const float *restrict xc = a->xg + (size_t)ci * in_ch;
-        float *restrict d = a->col + (size_t)r * a->tn;
+        float *restrict d = pkk_col_row(a, ci, (int)(r % kk));
         for (size_t q = 0; q < op && q < c1; q++) {
             /* images b with c0 <= b*op + q < c1 */
             const size_t b_lo = c0 > q ? (c0 - q + op - 1) / op : 0;
@@ -151,7 +160,7 @@ static void pkk_im2col_shift(long lo, long hi, int thread, const void *args)
             mask_kyx = kyx;
         }
         pkk_shift_row(valid, plane, (long)dy * w + dx, a->xg + (size_t)ci * in_ch, a->c0, a->tn,
-                      a->col + ((size_t)ci * kk + kyx) * a->tn);
+                      pkk_col_row(a, ci, kyx));
     }
 }
 
@@ -211,7 +220,7 @@ static void pkk_im2col_gather(long lo, long hi, int thread, const void *args)
             table_kyx = kyx;
         }
         pkk_gather_row(table, out_plane, a->xg + (size_t)ci * in_ch, plane, a->c0, a->tn,
-                       a->col + ((size_t)ci * kk + kyx) * a->tn);
+                       pkk_col_row(a, ci, kyx));
     }
 }
 
@@ -234,7 +243,7 @@ static void pkk_im2col_same(long lo, long hi, int thread, const void *args)
         const int dx = (int)(r % kk) % a->kernel - a->pad;
         const long shift = (long)dy * w + dx;
         const float *restrict xc = a->xg + (size_t)ci * in_ch;
-        float *restrict dst = a->col + (size_t)r * tn;
+        float *restrict dst = pkk_col_row(a, ci, (int)(r % kk));
         /* flat positions q whose source row oy + dy is inside ... */
         long q_rows_lo = (dy < 0 ? -dy : 0) * (long)w;
         long q_rows_hi = (dy > 0 ? h - dy : h) * (long)w;
@@ -301,7 +310,7 @@ static void pkk_im2col_segments(long lo, long hi, int thread, const void *args)
         const int ky = (int)(r % kk) / a->kernel;
         const int off = (int)(r % kk) % a->kernel - a->pad;
         const float *restrict xc = a->xg + (size_t)ci * in_ch;
-        float *restrict d = a->col + (size_t)r * a->tn;
+        float *restrict d = pkk_col_row(a, ci, (int)(r % kk));
         int vlo, vhi; /* ox in [vlo, vhi) read inside the row: 0 <= ox*stride + off < w */
         pkk_valid_range(wo, stride, off, w, &vlo, &vhi);
 
@@ -571,9 +580,24 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
                        size_t scratch_floats)
 {
     if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
-    const float *a = pkk_packed_winograd_weights(packed, s, cout, cin);
-    return a != NULL && pkk_conv2d_packed(x, cin, batch, h, w, a, bias, cout, 3, 1, 1, residual, relu, y, scratch,
-                                          scratch_floats);
+    if (pkk_winograd_block_rows(cout) != 6) { /* blocks of 4 rows: packed again, in blocks of 6 */
+        const float *a = pkk_packed_winograd_weights(packed, s, cout, cin);
+        return a != NULL && pkk_conv2d_packed(x, cin, batch, h, w, a, bias, cout, 3, 1, 1, residual, relu, y,
+                                              scratch, scratch_floats);
+    }
+    /* Blocks of 6 rows are the packed GEMM's own layout, tap by tap: s is
+     * read as it is, against an im2col in tap order. */
+    const size_t ncols = (size_t)batch * h * w;
+    const size_t tile = pkk_packed_tile((size_t)9 * cin, ncols, scratch_floats);
+    if (tile == 0) return 0;
+    for (size_t c0 = 0; c0 < ncols; c0 += tile) {
+        const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
+        const pkk_im2col_args ia = { x, cin, batch, h, w, 3, 1, 1, h, w, c0, tn, scratch, 1 };
+        pkk_im2col(&ia, 1);
+        pkk_gemm_winograd_weights(s, cout, tn, cin, scratch, (size_t)tn, y + c0, ncols, bias,
+                                  residual ? residual + c0 : NULL, relu);
+    }
+    return 1;
 }
 
 int pkk_conv2d(const float *x, int cin, int batch, int h, int w,

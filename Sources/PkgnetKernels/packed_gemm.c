@@ -123,6 +123,7 @@ typedef struct {
     float *c;
     size_t ldb, ldc;
     int m, n, k, relu;
+    int seg; /* 0: A packed in chunks of PKK_PG_KC; else A = [k / seg][row block][seg][6] (Winograd arrangement) */
     int col_blocks, group; /* column blocks (16 columns, 32 on the AVX-512 path); group: row blocks per L2 group */
 } pkk_pg_args;
 
@@ -200,10 +201,14 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
      * rows are ldb apart, up to a page each, and a kernel walking them
      * directly loses a fifth to TLB misses. */
     float panel[PKK_PG_KC * 32] __attribute__((aligned(64)));
-    for (int k0 = 0; k0 < g->k; k0 += PKK_PG_KC) {
-        const int kc = g->k - k0 < PKK_PG_KC ? g->k - k0 : PKK_PG_KC;
+    for (int k0 = 0, kc; k0 < g->k; k0 += kc) {
+        /* Chunks of PKK_PG_KC at most, never across a segment's end. */
+        const int end = g->seg ? (k0 / g->seg + 1) * g->seg : g->k;
+        kc = end - k0 < PKK_PG_KC ? end - k0 : PKK_PG_KC;
         const int first = k0 == 0, last = k0 + kc == g->k;
-        const float *a_chunk = g->a + (size_t)k0 * row_blocks * PKK_PG_MR;
+        const size_t rb_stride = (size_t)(g->seg ? g->seg : kc) * PKK_PG_MR;
+        const float *a_chunk = g->seg ? g->a + (size_t)(k0 / g->seg) * row_blocks * rb_stride + (size_t)(k0 % g->seg) * PKK_PG_MR
+                                      : g->a + (size_t)k0 * row_blocks * PKK_PG_MR;
         int panel_of = -1; /* the column block whose slice of this chunk the panel holds */
         for (long item = lo; item < hi; item++) {
             const int g0 = (int)((size_t)item / group_items) * g->group;
@@ -213,7 +218,7 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
             const int r0 = rb * PKK_PG_MR, c0 = cb * nr;
             const int rows = g->m - r0 < PKK_PG_MR ? g->m - r0 : PKK_PG_MR;
             const int cols = g->n - c0 < nr ? g->n - c0 : nr;
-            const float *a = a_chunk + (size_t)rb * kc * PKK_PG_MR;
+            const float *a = a_chunk + (size_t)rb * rb_stride;
             if (panel_of != cb) { /* columns past n are zeros: B is never read past them */
                 const float *b = g->b + (size_t)k0 * g->ldb + c0;
                 for (int i = 0; i < kc; i++) {
@@ -258,15 +263,15 @@ PKK_AVX512 static void pkk_pg_blocks_avx512(long lo, long hi, int thread, const 
     pkk_pg_range(lo, hi, args, 1);
 }
 
-void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
-                     const float *bias, const float *residual, int relu)
+static void pkk_gemm_run(const float *a, int seg, int m, int n, int k, const float *b, size_t ldb, float *c,
+                         size_t ldc, const float *bias, const float *residual, int relu)
 {
     if (m <= 0 || n <= 0) return;
     const int wide = pkk_use_avx512(), nr = wide ? 32 : 16;
     const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + nr - 1) / nr;
     int group = PKK_PG_A_BLOCK / (PKK_PG_KC * PKK_PG_MR);
     if (group > row_blocks) group = row_blocks;
-    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, col_blocks, group };
+    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, seg, col_blocks, group };
     if (k <= 0) { /* an empty sum: the epilogue alone */
         for (int r = 0; r < m; r++)
             for (int j = 0; j < n; j++) {
@@ -277,4 +282,16 @@ void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t
         return;
     }
     pkk_run((long)row_blocks * col_blocks, (size_t)m * n * k, wide ? pkk_pg_blocks_avx512 : pkk_pg_blocks, &g);
+}
+
+void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
+                     const float *bias, const float *residual, int relu)
+{
+    pkk_gemm_run(a, 0, m, n, k, b, ldb, c, ldc, bias, residual, relu);
+}
+
+void pkk_gemm_winograd_weights(const float *s, int cout, int n, int cin, const float *b, size_t ldb, float *c,
+                               size_t ldc, const float *bias, const float *residual, int relu)
+{
+    pkk_gemm_run(s, cin, cout, n, 9 * cin, b, ldb, c, ldc, bias, residual, relu);
 }

@@ -152,7 +152,12 @@ final class KernelWinogradTests: KernelTestCase {
     }
 
     func testPackedPathMatchesDirectConvolution() {
-        // The same arranged weights through their packing: the path for few tiles.
+        // The same arranged weights as a GEMM: the path for few tiles. Blocks of
+        // 6 rows are read as they are (cout 6, and 64 = 10 x 6 + 4 with more input
+        // channels than one GEMM chunk of 256), blocks of 4 packed again.
+        let cases = self.cases + [
+            ConvCase(cin: 300, cout: 64, batch: 2, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ]
         forEachKernelPath { path in
             for threads: Int32 in [1, 2] {
                 pkk_set_threads(threads)

@@ -93,6 +93,12 @@ const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, 
 const float *pkk_packed_winograd_weights(pkk_weight_cache *cache, const float *s, int cout, int cin);
 void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
                      const float *bias, const float *residual, int relu);
+/* The same with A [cout][9 cin] (columns in tap order: 9 segments of cin)
+ * read from 3x3 weights as pkk_winograd_arrange_weights leaves them, which
+ * in blocks of 6 rows (pkk_winograd_block_rows(cout) == 6) is the packed
+ * layout segment by segment. */
+void pkk_gemm_winograd_weights(const float *s, int cout, int n, int cin, const float *b, size_t ldb, float *c,
+                               size_t ldc, const float *bias, const float *residual, int relu);
 
 /* Floats of scratch a conv2d needs to process `cols` output columns per tile. */
 size_t pkk_conv2d_scratch_floats(int cin, int groups, int kernel, int cols);
@@ -153,9 +159,11 @@ int pkk_winograd_min_tiles(void);
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias,
                          int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
 /* The same convolution from the same arranged weights as an im2col GEMM
- * against their packing, kept in `packed` (for the few tiles where Winograd
- * is slower). Returns 0 (y untouched) if memory for the packing is short or
- * the scratch holds less than one column (9 cin floats). */
+ * (for the few tiles where Winograd is slower): on s itself where its
+ * blocks are 6 rows, the GEMM's own layout; blocks of 4 (16 and 32 output
+ * channels) are packed again, once, into `packed`. Returns 0 (y untouched)
+ * if memory for that packing is short or the scratch holds less than one
+ * column (9 cin floats). */
 int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const float *s, pkk_weight_cache *packed,
                        const float *bias, int cout, const float *residual, int relu, float *y, float *scratch,
                        size_t scratch_floats);
