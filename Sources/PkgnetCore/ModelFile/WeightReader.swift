@@ -67,13 +67,16 @@ final class WeightReader {
         let variance = try tensor(bn + ".running_var", shape: [cout])
         var folded = [Float](repeating: 0, count: cout)
         let perChannel = weight.count / max(cout, 1)
-        for o in 0..<cout {
-            guard variance[o] >= 0 else {
-                throw PkgnetError(.modelMismatch, "\(source): '\(prefix)\(bn).running_var' has a negative value \(variance[o]) at channel \(o)")
+        try weight.withUnsafeMutableBufferPointer { w in  // one tight loop per channel: most of a model's weights pass here
+            for o in 0..<cout {
+                guard variance[o] >= 0 else {
+                    throw PkgnetError(.modelMismatch, "\(source): '\(prefix)\(bn).running_var' has a negative value \(variance[o]) at channel \(o)")
+                }
+                let scale = Double(gamma[o]) / (Double(variance[o]) + eps).squareRoot()
+                let row = UnsafeMutableBufferPointer(rebasing: w[(o * perChannel)..<((o + 1) * perChannel)])
+                for i in row.indices { row[i] = Float(Double(row[i]) * scale) }
+                folded[o] = Float((Double(bias[o]) - Double(mean[o])) * scale + Double(beta[o]))
             }
-            let scale = Double(gamma[o]) / (Double(variance[o]) + eps).squareRoot()
-            for i in (o * perChannel)..<((o + 1) * perChannel) { weight[i] = Float(Double(weight[i]) * scale) }
-            folded[o] = Float((Double(bias[o]) - Double(mean[o])) * scale + Double(beta[o]))
         }
         return Conv2D(weight: weight, bias: folded, cin: cin, cout: cout, kernel: kernel, stride: stride, pad: pad, groups: groups, relu: relu)
     }
