@@ -73,26 +73,34 @@ final class KernelWinogradTests: KernelTestCase {
         pkk_winograd_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.batch), Int32(c.h), Int32(c.w), Int32(tiles))
     }
 
-    func testMatchesDirectConvolution() {
+    /// body(case, its inputs, the reference output, where) for each case, on
+    /// both kernel paths and on 1 and 2 threads.
+    private static func forEachCase(_ cases: [ConvCase], _ body: (ConvCase, Inputs, [Double], String) -> Void) {
         forEachKernelPath { path in
             for threads: Int32 in [1, 2] {
                 pkk_set_threads(threads)
                 for (i, c) in cases.enumerated() {
-                    let input = Self.inputs(c, seed: UInt64(500 + i))
+                    let input = inputs(c, seed: UInt64(500 + i))
                     let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
-                    let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
-                    // Whole batch in one chunk, and chunks of one register block (16 tiles).
-                    for chunk in Set([tiles, 16]) {
-                        guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
-                            XCTFail("\(c): declined with scratch for \(chunk) tiles")
-                            continue
-                        }
-                        assertClose(y, expected, rel: 1e-5, "winograd \(c) chunk \(chunk) threads \(threads) \(path)")
-                    }
+                    body(c, input, expected, "threads \(threads) \(path)")
                 }
             }
         }
         pkk_set_threads(0)
+    }
+
+    func testMatchesDirectConvolution() {
+        Self.forEachCase(cases) { c, input, expected, place in
+            let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
+            // Whole batch in one chunk, and chunks of one register block (16 tiles).
+            for chunk in Set([tiles, 16]) {
+                guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
+                    XCTFail("\(c): declined with scratch for \(chunk) tiles")
+                    continue
+                }
+                assertClose(y, expected, rel: 1e-5, "winograd \(c) chunk \(chunk) \(place)")
+            }
+        }
     }
 
     func testOutputChannelsInChunksOfRows() {
@@ -100,19 +108,13 @@ final class KernelWinogradTests: KernelTestCase {
         // buffer (128 Ki floats): each thread makes and multiplies them a chunk
         // of output channels at a time, 3 chunks on 1 thread, 2 on 2.
         let c = ConvCase(cin: 96, cout: 100, batch: 2, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true)
-        let input = Self.inputs(c, seed: 550)
-        let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
-        forEachKernelPath { path in
-            for threads: Int32 in [1, 2] {
-                pkk_set_threads(threads)
-                guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 0)) else {
-                    XCTFail("\(c): declined")
-                    continue
-                }
-                assertClose(y, expected, rel: 1e-5, "winograd \(c) threads \(threads) \(path)")
+        Self.forEachCase([c]) { c, input, expected, place in
+            guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 0)) else {
+                XCTFail("\(c): declined")
+                return
             }
+            assertClose(y, expected, rel: 1e-5, "winograd \(c) \(place)")
         }
-        pkk_set_threads(0)
     }
 
     func testSameBitsOnOneAndTwoThreads() {
@@ -158,27 +160,19 @@ final class KernelWinogradTests: KernelTestCase {
         let cases = self.cases + [
             ConvCase(cin: 300, cout: 64, batch: 2, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
         ]
-        forEachKernelPath { path in
-            for threads: Int32 in [1, 2] {
-                pkk_set_threads(threads)
-                for (i, c) in cases.enumerated() {
-                    let input = Self.inputs(c, seed: UInt64(500 + i))
-                    let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
-                    let cache = pkk_weight_cache_new()!
-                    defer { pkk_weight_cache_free(cache) }
-                    // Scratch of one im2col column (9 cin floats), and of many.
-                    for scratch in [9 * c.cin, 1 << 16] {
-                        guard let y = Self.conv(c, input, scratchFloats: scratch, packed: cache) else {
-                            XCTFail("\(c): packed path declined \(scratch) floats of scratch")
-                            continue
-                        }
-                        assertClose(y, expected, rel: 1e-5, "packed \(c) scratch \(scratch) threads \(threads) \(path)")
-                    }
-                    XCTAssertNil(Self.conv(c, input, scratchFloats: 9 * c.cin - 1, packed: cache), "\(c)")
+        Self.forEachCase(cases) { c, input, expected, place in
+            let cache = pkk_weight_cache_new()!
+            defer { pkk_weight_cache_free(cache) }
+            // Scratch of one im2col column (9 cin floats), and of many.
+            for scratch in [9 * c.cin, 1 << 16] {
+                guard let y = Self.conv(c, input, scratchFloats: scratch, packed: cache) else {
+                    XCTFail("\(c): packed path declined \(scratch) floats of scratch")
+                    continue
                 }
+                assertClose(y, expected, rel: 1e-5, "packed \(c) scratch \(scratch) \(place)")
             }
+            XCTAssertNil(Self.conv(c, input, scratchFloats: 9 * c.cin - 1, packed: cache), "\(c)")
         }
-        pkk_set_threads(0)
     }
 
     func testSharedPackingFromConcurrentFirstCalls() {
