@@ -46,5 +46,5 @@ if [ "${ABLATIONS:-1}" = 1 ]; then
     run distillation-only --loss-weights 0,0,0.2 --score-weights 0,0.65,0.35
 fi
 for name in both prediction-only distillation-only; do
-    [ -f "$out/$name.eval.txt" ] && echo "$name: $(tail -n 1 "$out/$name.eval.txt")"
+    if [ -f "$out/$name.eval.txt" ]; then echo "$name: $(tail -n 1 "$out/$name.eval.txt")"; fi
 done
