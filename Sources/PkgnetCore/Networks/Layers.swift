@@ -13,9 +13,9 @@ struct FeatureMap {
     }
 }
 
-/// Weights rearranged once for a kernel (a Winograd transform, a GEMM
-/// packing), made on first use and shared by every session of the model (the
-/// C cache installs them atomically, so concurrent first calls are safe).
+/// Weights packed once for the GEMM kernel, at load or on first use, and
+/// shared by every session of the model (the C cache installs them
+/// atomically, so concurrent first calls are safe).
 final class WeightCache: @unchecked Sendable {
     let cache: OpaquePointer
 
