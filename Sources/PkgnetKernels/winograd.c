@@ -11,9 +11,9 @@
  * Per chunk of tiles (as many as the scratch holds): the input transform
  * fills V, the GEMMs fill M (a chunk of output channels at a time, whose
  * weights each thread transforms just before), the output transform writes
- * y with bias, residual and ReLU fused. All phases are OpenMP-parallel (over input
- * channels, weights, transform points, output channels), so no sum depends
- * on the thread count.
+ * y with bias, residual and ReLU fused. All phases are OpenMP-parallel (over
+ * input channels, transform points, output channels), so no sum depends on
+ * the thread count.
  *
  * The GEMMs are the library's own 6 x 16 or 4 x 16 register blocks
  * (pkk_microkernel.h), with the operands laid out for them from the start
@@ -662,12 +662,14 @@ size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, i
     return pkk_wg_need(cin, cout, batch, tiles_y, tiles_x, blocks, (size_t)omp_get_max_threads());
 }
 
-/* Below this many tiles (the 4x4 and 8x8 maps of a few cubes) reading the
- * transformed weights, four times the direct ones, for a block of 16 tiles
- * that is mostly empty costs more than the multiplications saved. Measured
- * at batch 1 (k=2 students, w=16 and w=64): 4 ahead of 1 and 16 with the
- * 8-float blocks; with AVX-512 the packed GEMM is twice as fast and 16 wins
- * (w=64: 117 cubes/s against 102 with 4 and 64; w=16: 758 against 707). */
+/* Below this many tiles (the 4x4 and 8x8 maps of a few cubes) transforming
+ * the weights, four times the direct ones, for a block of 16 tiles that is
+ * mostly empty costs more than the multiplications saved. Measured at batch
+ * 1 (k=2 students, w=16 and w=64): 4 ahead of 1 and 16 with the 8-float
+ * blocks; with AVX-512 the packed GEMM is twice as fast and 16 wins (w=64:
+ * 117 cubes/s against 102 with 4 and 64; w=16: 758 against 707). With the
+ * transform made per call, 8 scored w=64 5% faster at 9 and 17 cubes but
+ * the w=16 model 10% slower: 16 stays. */
 int pkk_winograd_min_tiles(void) { return pkk_use_avx512() ? 16 : 4; }
 
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias,

@@ -48,11 +48,12 @@ struct Conv2D {
     var cap: Float?
     /// Set for 3x3 stride-1 pad-1 ungrouped convolutions, which run as
     /// Winograd F(4x4, 3x3) where the batch has enough tiles, else as a GEMM
-    /// against the packing of the same arranged weights.
+    /// over the same arranged weights (pkk_conv3x3_packed).
     let winograd: Bool
-    /// The weights packed for the C GEMM, for every ungrouped call that does
-    /// not go through Winograd: made at load, or for Winograd convolutions
-    /// on the first call with too few tiles for Winograd.
+    /// The weights packed for the C GEMM, for the other ungrouped
+    /// convolutions (made at load), and for Winograd ones with 16 or 32 output
+    /// channels, whose arrangement the GEMM cannot read (made on the first
+    /// call with too few tiles for Winograd).
     let packed: WeightCache?
 
     init(weight: [Float], bias: [Float], cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int, groups: Int,
@@ -119,7 +120,7 @@ struct Conv2D {
             }
         }
         guard done else {
-            throw PkgnetError(.outOfMemory, "\(kernel)x\(kernel) convolution \(cin) -> \(cout) channels: \(scratch.count) floats of scratch are too few for it\(winograd ? " (and no memory to pack its weights)" : "")")
+            throw PkgnetError(.outOfMemory, "\(kernel)x\(kernel) convolution \(cin) -> \(cout) channels: \(scratch.count) floats of scratch are too few for it, or no memory was left to pack its weights")
         }
         if let cap {
             pkk_clamp(y.data, cout * batch * y.size * y.size, relu ? 0 : -.infinity, cap)
