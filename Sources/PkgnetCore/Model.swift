@@ -17,9 +17,10 @@ public final class Model: @unchecked Sendable {
     public var pairSizes: [Int] { student.featureShapes.map(\.size) }
 
     /// Loads a model file. The file is memory-mapped only while loading:
-    /// every tensor is converted to fp32 (and BatchNorm folded) on the way in,
-    /// and its pages are dropped once read, so that loading never holds the
-    /// file and the converted weights in memory together.
+    /// each tensor is read once, converted to fp32, BatchNorm folded and
+    /// arranged for its kernel in the same pass, and its pages are dropped
+    /// once read, so that loading never holds the file and the converted
+    /// weights in memory together.
     public convenience init(path: String) throws {
         let file = try MappedFile(path, kind: "model file")
         try self.init(bytes: file.bytes, source: path, mapped: true)

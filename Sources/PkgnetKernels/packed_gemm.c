@@ -45,47 +45,69 @@ size_t pkk_packed_weight_floats(int m, int k)
     return (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR * (size_t)k;
 }
 
-/* Where A [m][k] comes from: w[row * row_stride + i * col_stride], or, with
- * winograd_rows set, a 3x3 convolution's weights as
- * pkk_winograd_arrange_weights leaves them (i = 9 ci + tap, the im2col
- * order; blocks of `winograd_rows` rows). */
+/* Where A [m][k] comes from: element row * row_stride + i * col_stride of
+ * the source w (read in runs along rows when col_stride is 1, along a row
+ * block's column when row_stride is 1 and nothing is scaled), or, with winograd_rows set, a 3x3
+ * convolution's weights as pkk_winograd_arrange_weights leaves them in
+ * `arranged` (i = 9 ci + tap, the im2col order; blocks of `winograd_rows`
+ * rows). */
 typedef struct {
-    const float *w;
+    pkk_weight_source *w;
+    const float *arranged;
     int m, k;
     size_t row_stride, col_stride;
     int winograd_rows;
 } pkk_pack_source;
-
-static inline float pkk_pack_value(const pkk_pack_source *s, long row, int i)
-{
-    if (s->winograd_rows == 0) return s->w[(size_t)row * s->row_stride + (size_t)i * s->col_stride];
-    const int mr = s->winograd_rows, cin = s->k / 9, ci = i / 9, tap = i % 9;
-    const size_t rows = (size_t)(s->m + mr - 1) / mr * mr;
-    return s->w[(size_t)tap * rows * cin + ((size_t)(row / mr) * cin + ci) * mr + row % mr];
-}
 
 typedef struct {
     pkk_pack_source source;
     float *a;
 } pkk_pack_args;
 
+/* dst[i][r] = A[cb * 6 + r][k0 + i] for i < kc (0 past row m). */
+static void pkk_pack_block(const pkk_pack_source *s, long cb, int k0, int kc, float *dst)
+{
+    const long row0 = cb * PKK_PG_MR;
+    const int live = s->m - row0 < PKK_PG_MR ? (int)(s->m - row0) : PKK_PG_MR;
+    if (s->winograd_rows) {
+        const int mr = s->winograd_rows, cin = s->k / 9;
+        const size_t rows = (size_t)(s->m + mr - 1) / mr * mr;
+        for (int i = 0; i < kc; i++)
+            for (int r = 0; r < PKK_PG_MR; r++) {
+                const long row = row0 + r;
+                const int ci = (k0 + i) / 9, tap = (k0 + i) % 9;
+                dst[(size_t)i * PKK_PG_MR + r] =
+                    r < live ? s->arranged[(size_t)tap * rows * cin + ((size_t)(row / mr) * cin + ci) * mr + row % mr] : 0.0f;
+            }
+    } else if (s->col_stride == 1) {
+        float run[PKK_PG_MR][PKK_PG_KC];
+        for (int r = 0; r < live; r++)
+            pkk_weight_source_span(s->w, (size_t)(row0 + r) * s->row_stride + (size_t)k0, (size_t)kc, (size_t)(row0 + r), run[r]);
+        for (int i = 0; i < kc; i++)
+            for (int r = 0; r < PKK_PG_MR; r++) dst[(size_t)i * PKK_PG_MR + r] = r < live ? run[r][i] : 0.0f;
+    } else {
+        for (int i = 0; i < kc; i++) {
+            float *column = dst + (size_t)i * PKK_PG_MR;
+            const size_t e = (size_t)row0 * s->row_stride + (size_t)(k0 + i) * s->col_stride;
+            if (s->row_stride == 1 && s->w->row_scale == NULL)
+                pkk_weight_source_span(s->w, e, (size_t)live, 0, column);
+            else
+                for (int r = 0; r < live; r++) pkk_weight_source_span(s->w, e + (size_t)r * s->row_stride, 1, (size_t)(row0 + r), column + r);
+            for (int r = live; r < PKK_PG_MR; r++) column[r] = 0.0f;
+        }
+    }
+}
+
 /* Row blocks [lo, hi): A[row][i] at [chunk][row block][i - chunk start][6]. */
 static void pkk_pack_rows(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const pkk_pack_args *p = args;
-    const int m = p->source.m, k = p->source.k;
-    const size_t rows = (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR;
+    const int k = p->source.k;
+    const size_t rows = (size_t)pkk_pg_row_blocks(p->source.m) * PKK_PG_MR;
     for (int k0 = 0; k0 < k; k0 += PKK_PG_KC) {
         const int kc = k - k0 < PKK_PG_KC ? k - k0 : PKK_PG_KC;
-        for (long cb = lo; cb < hi; cb++)
-            for (int i = 0; i < kc; i++) {
-                float *dst = p->a + (size_t)k0 * rows + ((size_t)cb * kc + i) * PKK_PG_MR;
-                for (int r = 0; r < PKK_PG_MR; r++) {
-                    const long row = cb * PKK_PG_MR + r;
-                    dst[r] = row < m ? pkk_pack_value(&p->source, row, k0 + i) : 0.0f;
-                }
-            }
+        for (long cb = lo; cb < hi; cb++) pkk_pack_block(&p->source, cb, k0, kc, p->a + (size_t)k0 * rows + (size_t)cb * kc * PKK_PG_MR);
     }
 }
 
@@ -97,22 +119,30 @@ static void pkk_pack(const pkk_pack_source *source, float *a)
 
 void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t col_stride, float *a)
 {
-    const pkk_pack_source s = { w, m, k, row_stride, col_stride, 0 };
+    pkk_weight_source source = { w, PKK_DTYPE_F32, NULL, 0 };
+    const pkk_pack_source s = { &source, NULL, m, k, row_stride, col_stride, 0 };
     pkk_pack(&s, a);
 }
 
 static void pkk_pack_fill(float *a, const void *args) { pkk_pack(args, a); }
 
+const float *pkk_packed_weights_from(pkk_weight_cache *cache, pkk_weight_source *w, int m, int k,
+                                     size_t row_stride, size_t col_stride)
+{
+    const pkk_pack_source s = { w, NULL, m, k, row_stride, col_stride, 0 };
+    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(m, k), w != NULL ? pkk_pack_fill : NULL, &s);
+}
+
 const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
                                 size_t col_stride)
 {
-    const pkk_pack_source s = { w, m, k, row_stride, col_stride, 0 };
-    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(m, k), w != NULL ? pkk_pack_fill : NULL, &s);
+    pkk_weight_source source = { w, PKK_DTYPE_F32, NULL, 0 };
+    return pkk_packed_weights_from(cache, w != NULL ? &source : NULL, m, k, row_stride, col_stride);
 }
 
 const float *pkk_packed_winograd_weights(pkk_weight_cache *cache, const float *s, int cout, int cin)
 {
-    const pkk_pack_source source = { s, cout, 9 * cin, 0, 0, pkk_winograd_block_rows(cout) };
+    const pkk_pack_source source = { NULL, s, cout, 9 * cin, 0, 0, pkk_winograd_block_rows(cout) };
     return pkk_weight_cache_get(cache, pkk_packed_weight_floats(cout, 9 * cin), pkk_pack_fill, &source);
 }
 

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-struct pkk_weight_cache; /* pkgnet_kernels.h */
+#include "pkgnet_kernels.h"
 
 #if defined(__GNUC__)
 #define PKK_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -14,6 +14,11 @@ struct pkk_weight_cache; /* pkgnet_kernels.h */
 
 /* printf-style pkk_set_error (truncates to the slot size). */
 void pkk_set_errorf(const char *format, ...) PKK_PRINTF(1, 2);
+
+/* out[j] = element e + j of a weight source (pkgnet_kernels.h) for j < n,
+ * all in row `row` for its scale: contiguous runs convert in vector loops.
+ * Conversions are exact; the scale rounds once. */
+void pkk_weight_source_span(pkk_weight_source *source, size_t e, size_t n, size_t row, float *out);
 
 /* Minimum amount of work (elements touched) before a loop opens an OpenMP
  * parallel region: below this the fork/join costs more than it saves. */

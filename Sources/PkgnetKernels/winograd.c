@@ -102,36 +102,53 @@ static inline size_t pkk_wg_m_stride(size_t blocks, int cout)
 size_t pkk_winograd_weight_floats(int cin, int cout) { return (size_t)9 * (size_t)pkk_wg_rows(cout) * (size_t)cin; }
 
 typedef struct {
-    const float *weight;
+    pkk_weight_source *weight;
     int cin, cout;
     float *s;
 } pkk_wg_arrange_args;
 
 /* Register blocks [lo, hi) of S, written in order (each tap's [ci][r] run is
- * contiguous) while the block's rows of the weights stay in cache: model
- * loads arrange tens of MB, and scattered writes took twice as long. */
+ * contiguous) from the block's rows converted a run of input channels at a
+ * time into a buffer that stays in L1 (the file's rows are read in
+ * contiguous runs): model loads arrange tens of MB, and scattered writes
+ * took twice as long. */
 static void pkk_wg_arrange_blocks(long lo, long hi, int thread, const void *args)
 {
+    enum { RUN = 64 }; /* input channels per run */
     (void)thread;
     const pkk_wg_arrange_args *a = args;
     const int cin = a->cin, mr = pkk_winograd_block_rows(a->cout);
     const size_t tap_stride = (size_t)pkk_wg_rows(a->cout) * cin;
+    float rows[6][RUN * 9];
     for (long cb = lo; cb < hi; cb++)
-        for (int k = 0; k < 9; k++) {
-            float *dst = a->s + (size_t)k * tap_stride + (size_t)cb * cin * mr;
-            for (int ci = 0; ci < cin; ci++)
-                for (int r = 0; r < mr; r++) {
-                    const long co = cb * mr + r;
-                    *dst++ = co < a->cout ? a->weight[((size_t)co * cin + ci) * 9 + k] : 0.0f;
-                }
+        for (int c0 = 0; c0 < cin; c0 += RUN) {
+            const int cc = cin - c0 < RUN ? cin - c0 : RUN;
+            for (int r = 0; r < mr; r++) {
+                const long co = cb * mr + r;
+                if (co < a->cout)
+                    pkk_weight_source_span(a->weight, ((size_t)co * cin + c0) * 9, (size_t)cc * 9, (size_t)co, rows[r]);
+                else
+                    memset(rows[r], 0, sizeof(float) * 9 * (size_t)cc);
+            }
+            for (int k = 0; k < 9; k++) {
+                float *dst = a->s + (size_t)k * tap_stride + ((size_t)cb * cin + c0) * mr;
+                for (int ci = 0; ci < cc; ci++)
+                    for (int r = 0; r < mr; r++) *dst++ = rows[r][ci * 9 + k];
+            }
         }
 }
 
-void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float *s)
+void pkk_winograd_arrange_source(pkk_weight_source *weight, int cin, int cout, float *s)
 {
     const pkk_wg_arrange_args a = { weight, cin, cout, s };
     const int mr = pkk_winograd_block_rows(cout);
     pkk_run(pkk_wg_rows(cout) / mr, (size_t)pkk_wg_rows(cout) * (size_t)cin * 9, pkk_wg_arrange_blocks, &a);
+}
+
+void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float *s)
+{
+    pkk_weight_source source = { weight, PKK_DTYPE_F32, NULL, 0 };
+    pkk_winograd_arrange_source(&source, cin, cout, s);
 }
 
 /* out[k*so] = (G in)[k*s] for k = 0..5: G's rows (1/4, 0, 0), -(1, 1, 1)/6,

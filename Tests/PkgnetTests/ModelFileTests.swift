@@ -167,12 +167,18 @@ final class ModelFileTests: XCTestCase {
         expect(.modelMismatch, "running_var' has a negative value", bytes: try fixture.encoded())
     }
 
+    /// Each way a layer reads its weights from the file: packed (1x1),
+    /// arranged for Winograd with BatchNorm folded in (3x3), packed
+    /// transposed (the decoder's upsampling).
     func testNonFiniteWeight() throws {
-        var fixture = try valid()
-        let range = fixture.range("student.decoder.outconv.conv.weight")
-        let nan = Float.nan.bitPattern.littleEndian
-        withUnsafeBytes(of: nan) { fixture.data.replaceSubrange(range.lowerBound..<(range.lowerBound + 4), with: $0) }
-        expect(.format, "non-finite", bytes: try fixture.encoded())
+        for name in ["student.decoder.outconv.conv.weight", "student.encoder.down2.mpconv.1.conv.3.weight",
+                     "student.decoder.up1.up.weight"] {
+            var fixture = try valid()
+            let range = fixture.range(name)
+            let nan = Float.nan.bitPattern.littleEndian
+            withUnsafeBytes(of: nan) { fixture.data.replaceSubrange((range.lowerBound + 12)..<(range.lowerBound + 16), with: $0) }
+            expect(.format, "tensor '\(name)' has a non-finite value (nan) at element 3", bytes: try fixture.encoded())
+        }
     }
 
     func testMetadataProblems() throws {

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import PkgnetKernels
 
 /// Element types a model file may store weights in. Computation is always fp32.
 public enum TensorDType: String, Sendable {
@@ -24,7 +25,8 @@ struct TensorEntry {
 /// A parsed safetensors image: header entries plus a view of the data section.
 ///
 /// The view is only valid while the bytes it was parsed from are; `Model`
-/// converts every tensor to fp32 arrays during loading and then drops it.
+/// reads every tensor during loading (layers straight into the layout their
+/// kernels read, see pkk_weight_source) and then drops it.
 struct SafeTensors {
     let entries: [String: TensorEntry]
     /// Tensor names in header order.
@@ -83,27 +85,30 @@ struct SafeTensors {
         self.entries = entries
     }
 
+    /// The tensor read in place, for a layer to convert and arrange in one
+    /// pass (`release` it afterwards).
+    func source(_ entry: TensorEntry) -> pkk_weight_source {
+        let dtype: Int32 = switch entry.dtype {
+        case .f32: Int32(PKK_DTYPE_F32)
+        case .f16: Int32(PKK_DTYPE_F16)
+        case .bf16: Int32(PKK_DTYPE_BF16)
+        }
+        return pkk_weight_source(data: data.baseAddress.map { $0 + entry.begin }, dtype: dtype, row_scale: nil, nonfinite: 0)
+    }
+
+    /// Done with the tensor: a file mapping's pages of it are dropped.
+    func release(_ entry: TensorEntry) {
+        if mapped { Self.dropPages(UnsafeRawBufferPointer(rebasing: data[entry.begin..<entry.end])) }
+    }
+
     /// The tensor's values as fp32, converted from its stored type.
     func floats(_ entry: TensorEntry) -> [Float] {
-        let raw = UnsafeRawBufferPointer(rebasing: data[entry.begin..<entry.end])
+        var tensor = source(entry)
         let values = [Float](unsafeUninitializedCapacity: entry.count) { out, initialized in
-            switch entry.dtype {
-            case .f32:
-                // The data section has no alignment guarantee: copy bytes.
-                if entry.count > 0 { memcpy(out.baseAddress!, raw.baseAddress!, entry.count * 4) }
-            case .f16:
-                for i in 0..<entry.count {
-                    out[i] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-                }
-            case .bf16:
-                for i in 0..<entry.count {
-                    let bits = UInt32(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16
-                    out[i] = Float(bitPattern: bits)
-                }
-            }
+            pkk_weight_source_read(&tensor, 1, entry.count, out.baseAddress)
             initialized = entry.count
         }
-        if mapped { Self.dropPages(raw) }
+        release(entry)
         return values
     }
 

@@ -15,7 +15,19 @@ final class WeightReader {
         self.source = source
     }
 
+    /// A small tensor (bias, BatchNorm statistics) as fp32.
     func tensor(_ name: String, shape: [Int]) throws -> [Float] {
+        try read(try entry(name, shape: shape)) { source in
+            let count = shape.reduce(1, *)
+            return [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                pkk_weight_source_read(&source, 1, count, out.baseAddress)
+                initialized = count
+            }
+        }
+    }
+
+    /// The tensor's entry, checked against the shape the layer expects.
+    func entry(_ name: String, shape: [Int]) throws -> TensorEntry {
         let key = prefix + name
         guard let entry = file.entries[key] else {
             throw PkgnetError(.modelMismatch, "\(source): tensor '\(key)' of shape \(shape) is missing")
@@ -24,12 +36,27 @@ final class WeightReader {
             throw PkgnetError(.modelMismatch, "\(source): tensor '\(key)' has shape \(entry.shape), expected \(shape)")
         }
         taken.insert(key)
-        let values = file.floats(entry)
-        let bad = values.withUnsafeBufferPointer { pkk_first_nonfinite($0.baseAddress, $0.count) }
-        guard bad < 0 else {
-            throw PkgnetError(.format, "\(source): tensor '\(key)' has a non-finite value (\(values[bad])) at element \(bad)")
+        return entry
+    }
+
+    /// Lends `body` the tensor still in the file (row r scaled by rowScale[r]
+    /// if given), for a layer to convert and arrange its weights in one pass:
+    /// the file is the only other copy. Throws if a stored value is NaN or
+    /// infinite; either way the tensor's file pages are dropped afterwards.
+    func read<Layer>(_ entry: TensorEntry, rowScale: [Double]? = nil,
+                     _ body: (inout pkk_weight_source) throws -> Layer) throws -> Layer {
+        defer { file.release(entry) }
+        var tensor = file.source(entry)
+        let layer = try withUnsafeOptionalBuffer(rowScale) { scale in
+            tensor.row_scale = scale
+            return try body(&tensor)
         }
-        return values
+        guard tensor.nonfinite == 0 else {
+            let values = file.floats(entry)
+            let bad = values.withUnsafeBufferPointer { pkk_first_nonfinite($0.baseAddress, $0.count) }
+            throw PkgnetError(.format, "\(source): tensor '\(entry.name)' has a non-finite value (\(values[bad])) at element \(bad)")
+        }
+        return layer
     }
 
     /// Whether the file holds the tensor (under this prefix), for optional layers.
@@ -59,32 +86,41 @@ final class WeightReader {
     /// `eps`: PyTorch's default 1e-5; EfficientNet's TensorFlow-born BatchNorms use 1e-3.
     func convBatchNorm(conv: String, bn: String, cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int,
                        groups: Int = 1, eps: Double = 1e-5, convBias: Bool, relu: Bool) throws -> Conv2D {
-        var weight = try tensor(conv + ".weight", shape: [cout, cin / groups, kernel, kernel])
+        let weight = try entry(conv + ".weight", shape: [cout, cin / groups, kernel, kernel])
         let bias = convBias ? try tensor(conv + ".bias", shape: [cout]) : [Float](repeating: 0, count: cout)
         let gamma = try tensor(bn + ".weight", shape: [cout])
         let beta = try tensor(bn + ".bias", shape: [cout])
         let mean = try tensor(bn + ".running_mean", shape: [cout])
         let variance = try tensor(bn + ".running_var", shape: [cout])
+        var scale = [Double](repeating: 0, count: cout)
         var folded = [Float](repeating: 0, count: cout)
-        let perChannel = weight.count / max(cout, 1)
-        try weight.withUnsafeMutableBufferPointer { w in  // one tight loop per channel: most of a model's weights pass here
-            for o in 0..<cout {
-                guard variance[o] >= 0 else {
-                    throw PkgnetError(.modelMismatch, "\(source): '\(prefix)\(bn).running_var' has a negative value \(variance[o]) at channel \(o)")
-                }
-                let scale = Double(gamma[o]) / (Double(variance[o]) + eps).squareRoot()
-                let row = UnsafeMutableBufferPointer(rebasing: w[(o * perChannel)..<((o + 1) * perChannel)])
-                for i in row.indices { row[i] = Float(Double(row[i]) * scale) }
-                folded[o] = Float((Double(bias[o]) - Double(mean[o])) * scale + Double(beta[o]))
+        for o in 0..<cout {
+            guard variance[o] >= 0 else {
+                throw PkgnetError(.modelMismatch, "\(source): '\(prefix)\(bn).running_var' has a negative value \(variance[o]) at channel \(o)")
             }
+            scale[o] = Double(gamma[o]) / (Double(variance[o]) + eps).squareRoot()
+            folded[o] = Float((Double(bias[o]) - Double(mean[o])) * scale[o] + Double(beta[o]))
         }
-        return Conv2D(weight: weight, bias: folded, cin: cin, cout: cout, kernel: kernel, stride: stride, pad: pad, groups: groups, relu: relu)
+        // The weights are scaled as they are read (pkk_weight_source), in Double
+        // like the bias: the folded weights stay within an ulp of exact.
+        return try read(weight, rowScale: scale) {
+            Conv2D(weight: &$0, bias: folded, cin: cin, cout: cout, kernel: kernel, stride: stride, pad: pad,
+                   groups: groups, relu: relu)
+        }
     }
 
     /// A plain convolution with bias (no BatchNorm, no activation).
     func conv(_ name: String, cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int) throws -> Conv2D {
-        let weight = try tensor(name + ".weight", shape: [cout, cin, kernel, kernel])
+        let weight = try entry(name + ".weight", shape: [cout, cin, kernel, kernel])
         let bias = try tensor(name + ".bias", shape: [cout])
-        return Conv2D(weight: weight, bias: bias, cin: cin, cout: cout, kernel: kernel, stride: stride, pad: pad, groups: 1, relu: false)
+        return try read(weight) {
+            Conv2D(weight: &$0, bias: bias, cin: cin, cout: cout, kernel: kernel, stride: stride, pad: pad, groups: 1, relu: false)
+        }
     }
+}
+
+/// `body` with a pointer to the array's elements, or nil for no array.
+private func withUnsafeOptionalBuffer<Result>(_ values: [Double]?, _ body: (UnsafePointer<Double>?) throws -> Result) rethrows -> Result {
+    guard let values else { return try body(nil) }
+    return try values.withUnsafeBufferPointer { try body($0.baseAddress) }
 }

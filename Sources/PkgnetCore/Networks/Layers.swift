@@ -56,8 +56,10 @@ struct Conv2D {
     /// call with too few tiles for Winograd).
     let packed: WeightCache?
 
-    init(weight: [Float], bias: [Float], cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int, groups: Int,
-         relu: Bool, cap: Float? = nil) {
+    /// `weight`: [cout][cin/groups][kernel][kernel] as the model file holds
+    /// it, read once into the layout the kernels read.
+    init(weight: inout pkk_weight_source, bias: [Float], cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int,
+         groups: Int, relu: Bool, cap: Float? = nil) {
         self.bias = bias
         self.cin = cin
         self.cout = cout
@@ -70,15 +72,15 @@ struct Conv2D {
         winograd = kernel == 3 && stride == 1 && pad == 1 && groups == 1 && cin >= Conv2D.winogradMinChannels
         packed = groups == 1 ? WeightCache() : nil
         guard winograd else {
-            let k = cin * kernel * kernel
-            let packedNow = packed.map { pkk_packed_weights($0.cache, weight, Int32(cout), Int32(k), k, 1) != nil } ?? false
-            self.weight = packedNow ? [] : weight
+            let k = cin / groups * kernel * kernel
+            let packedNow = packed.map { pkk_packed_weights_from($0.cache, &weight, Int32(cout), Int32(k), k, 1) != nil } ?? false
+            self.weight = packedNow ? [] : readAll(&weight, rows: cout, rowLength: k)
             return
         }
         // One copy, in the order the Winograd kernel reads: the 3x3 weights are
         // most of a model, and a second arrangement would double them.
         self.weight = [Float](unsafeUninitializedCapacity: pkk_winograd_weight_floats(Int32(cin), Int32(cout))) { s, count in
-            pkk_winograd_arrange_weights(weight, Int32(cin), Int32(cout), s.baseAddress)
+            pkk_winograd_arrange_source(&weight, Int32(cin), Int32(cout), s.baseAddress)
             count = s.count
         }
     }
@@ -180,13 +182,14 @@ struct ConvTranspose2D {
     /// The weights packed for the C GEMM (W^T, [cout x 9][cin]).
     let packed = WeightCache()
 
-    init(weight: [Float], bias: [Float], cin: Int, cout: Int) {
+    /// `weight`: [cin][cout][3][3] as the model file holds it (unscaled).
+    init(weight: inout pkk_weight_source, bias: [Float], cin: Int, cout: Int) {
         self.bias = bias
         self.cin = cin
         self.cout = cout
         let rows = cout * 9
-        let packedNow = packed.map { pkk_packed_weights($0.cache, weight, Int32(rows), Int32(cin), 1, rows) != nil } ?? false
-        self.weight = packedNow ? [] : weight
+        let packedNow = packed.map { pkk_packed_weights_from($0.cache, &weight, Int32(rows), Int32(cin), 1, rows) != nil } ?? false
+        self.weight = packedNow ? [] : readAll(&weight, rows: cin, rowLength: rows)
     }
 
     func callAsFunction(_ x: FeatureMap, batch: Int, into y: FeatureMap, scratch: Scratch) throws {
@@ -219,6 +222,14 @@ struct DoubleConv {
     func callAsFunction(_ x: FeatureMap, batch: Int, temp: FeatureMap, into y: FeatureMap, scratch: Scratch) throws {
         try first(x, batch: batch, into: temp, scratch: scratch)
         try second(temp, batch: batch, into: y, scratch: scratch)
+    }
+}
+
+/// All of a weight source's rows as fp32, for layers that keep plain weights.
+private func readAll(_ weight: inout pkk_weight_source, rows: Int, rowLength: Int) -> [Float] {
+    [Float](unsafeUninitializedCapacity: rows * rowLength) { out, count in
+        pkk_weight_source_read(&weight, rows, rowLength, out.baseAddress)
+        count = rows * rowLength
     }
 }
 

@@ -81,11 +81,12 @@ struct Student {
         ups = try (1...3).map { n in
             let cin = w << (4 - n), cout = w << (3 - n)
             let name = "decoder.up\(n)"
-            let upWeight = try weights.tensor(name + ".up.weight", shape: [cin, cout, 3, 3])
+            let upWeight = try weights.entry(name + ".up.weight", shape: [cin, cout, 3, 3])
             let upBias = try weights.tensor(name + ".up.bias", shape: [cout])
+            let upsample = try weights.read(upWeight) { ConvTranspose2D(weight: &$0, bias: upBias, cin: cin, cout: cout) }
             let hasSkip = n > 1 || config.student.k == 1
             let block = try DoubleConv(weights, name + ".conv.conv", cin: hasSkip ? 2 * cout : cout, cout: cout)
-            return Up(upsample: ConvTranspose2D(weight: upWeight, bias: upBias, cin: cin, cout: cout), block: block, hasSkip: hasSkip)
+            return Up(upsample: upsample, block: block, hasSkip: hasSkip)
         }
         outConv = try weights.conv("decoder.outconv.conv", cin: w, cout: channels, kernel: 1, stride: 1, pad: 0)
         pairs = try config.pairs.enumerated().map { j, pair in

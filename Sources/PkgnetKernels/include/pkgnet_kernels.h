@@ -67,6 +67,26 @@ void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
  * and shared by every thread that runs the layer; freeing NULL is a no-op.
  * One cache belongs to one weight array and one use.
  */
+/*
+ * A weight tensor as a model file stores it, read in place (weight_source.c):
+ * `data` holds unaligned elements of `dtype`; element e of row r reads as
+ * fp32, times row_scale[r] in double rounded once when row_scale is set (a
+ * BatchNorm folded into the rows, one per output channel; NULL: unscaled).
+ * The layers' weight arrangements read through it, so that converting,
+ * folding and arranging a tensor is one pass from the file to the layout
+ * the kernels read. A read that meets a stored NaN or infinity sets
+ * `nonfinite` (any thread may set it).
+ */
+enum { PKK_DTYPE_F32 = 0, PKK_DTYPE_F16 = 1, PKK_DTYPE_BF16 = 2 };
+typedef struct {
+    const void *data;
+    int dtype;
+    const double *row_scale;
+    int nonfinite;
+} pkk_weight_source;
+/* out[r * row_len + j] = row r's element j, for `rows` rows of row_len. */
+void pkk_weight_source_read(pkk_weight_source *source, size_t rows, size_t row_len, float *out);
+
 typedef struct pkk_weight_cache pkk_weight_cache;
 pkk_weight_cache *pkk_weight_cache_new(void);
 void pkk_weight_cache_free(pkk_weight_cache *cache);
@@ -87,6 +107,10 @@ void pkk_pack_weights(const float *w, int m, int k, size_t row_stride, size_t co
  * short, or if w is NULL and nothing is kept yet (w NULL: only look). */
 const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
                                 size_t col_stride);
+/* The same from a model file's tensor, A[i][j] = element i * row_stride +
+ * j * col_stride (its row_scale, if set, scales A's row i). */
+const float *pkk_packed_weights_from(pkk_weight_cache *cache, pkk_weight_source *w, int m, int k,
+                                     size_t row_stride, size_t col_stride);
 /* The same for a 3x3 convolution's weights arranged for Winograd (s, as
  * pkk_winograd_arrange_weights leaves them): A [cout][9 cin] in im2col
  * order. */
@@ -148,6 +172,8 @@ int pkk_winograd_block_rows(int cout);
 /* s[k][cb][ci][r] = weight[cb * block rows + r][ci][k] for the taps
  * k = 3 * row + column (0 past cout). */
 void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float *s);
+/* The same from a model file's tensor [cout][cin][3][3]. */
+void pkk_winograd_arrange_source(pkk_weight_source *weight, int cin, int cout, float *s);
 /* u[p][cb - row0 / block rows][ci][r] = (G g G^T)[p] for output channel
  * cb * block rows + r in [row0, row1) (whole blocks), from s, with p =
  * 6 * row + column of the 6x6 transform; points (row1 - row0) * cin apart. */
