@@ -335,6 +335,11 @@ static void pkk_sgemm_gated(int want, int trans_a, int trans_b, int m, int n, in
                             const float *a, int lda, const float *b, int ldb, float beta,
                             float *c, int ldc)
 {
+    /* Read before the switch: openblas_set_num_threads (OpenMP build) also
+     * sets the calling thread's OpenMP count. Read after it, the first GEMM
+     * of a process left its caller at 1 thread for good: that caller's
+     * first training epoch ran single-threaded and rounded as one does. */
+    const int caller_threads = omp_get_max_threads();
     pthread_mutex_lock(&pkk_gemm_gate);
     while (want != 0 && pkk_gemm_active > 0 && pkk_gemm_threads != want)
         pthread_cond_wait(&pkk_gemm_idle, &pkk_gemm_gate);
@@ -347,12 +352,11 @@ static void pkk_sgemm_gated(int want, int trans_a, int trans_b, int m, int n, in
 
     /* OpenBLAS's OpenMP build threads whenever the caller's
      * omp_get_max_threads() exceeds 1: a single-threaded call sets it to 1
-     * for the call (a per-thread setting). */
-    const int caller_threads = want == 1 ? omp_get_max_threads() : 1;
-    if (caller_threads != 1) omp_set_num_threads(1);
+     * for the call (a per-thread setting), then restores the caller's. */
+    if (want == 1) omp_set_num_threads(1);
     pkk_rt.sgemm(PKK_ROW_MAJOR, trans_a ? PKK_TRANS : PKK_NO_TRANS, trans_b ? PKK_TRANS : PKK_NO_TRANS,
                  m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    if (caller_threads != 1) omp_set_num_threads(caller_threads);
+    if (want == 1 && omp_get_max_threads() != caller_threads) omp_set_num_threads(caller_threads);
 
     pthread_mutex_lock(&pkk_gemm_gate);
     if (--pkk_gemm_active == 0) pthread_cond_broadcast(&pkk_gemm_idle);

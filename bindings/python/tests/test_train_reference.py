@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,29 @@ def test_same_seed_same_model_other_seed_other_model(teachers, tmp_path):
         assert np.abs(diff).max() <= 2 * lr * updates, name
         # measured: at most 0.0015 of the other seed's root-mean-square difference
         assert np.sqrt(np.mean(diff ** 2)) <= 0.01 * np.sqrt(np.mean(seed_diff ** 2)), name  # 0 for fixed tensors
+
+
+def test_first_training_in_a_process_equals_the_next(teachers, tmp_path):
+    """A process's first BLAS call switches OpenBLAS to one thread, and the
+    OpenMP build's switch also sets the caller's OpenMP thread count: that
+    once left the first training of each process on one thread, rounding
+    as a 1-thread run and unlike a second run with the same seed."""
+    code = (
+        "import sys\n"
+        "from pkgnet import synthetic\n"
+        "from pkgnet.train import Trainer\n"
+        "teacher, folder = sys.argv[1], sys.argv[2]\n"
+        "cubes = synthetic.random_cubes(10, seed=24)\n"
+        "for run in 'ab':\n"
+        "    with Trainer(teacher, cubes, pairs='%s', width=16, batch_size=4, epochs=1, threads=2, seed=7) as t:\n"
+        "        t.run_epoch()\n"
+        "        t.write_model(folder + '/' + run + '.safetensors', calibrate=False)\n" % CIFAR_PAIRS
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-c", code, str(teachers["resnet20"]), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("batch_norm", ["fixed", "batch"])
