@@ -242,6 +242,12 @@ int pkk_conv2d_backward(const float *x, int cin, int batch, int h, int w,
         return -1;
     }
     if (dbias != NULL) tr_add_channel_sums(dy, cout, ncols, dbias);
+    /* The weight gradient of a 3x3 same conv through Winograd: a quarter of
+     * the multiplications, no im2col and no BLAS packing (it took 40% of a
+     * w=64 student's training step). Declined: im2col below. */
+    if (dweight != NULL && kernel == 3 && stride == 1 && pad == 1 && ho == h && wo == w && cin >= 8 && cout >= 8
+        && pkk_conv3x3_winograd_dweight(x, cin, batch, h, w, dy, cout, dweight, scratch, scratch_floats))
+        dweight = NULL;
     if (dx == NULL && dweight == NULL) return 0;
     const size_t wsize = (size_t)cout * kdim;
     int failed;
@@ -290,7 +296,7 @@ int pkk_conv2d_backward(const float *x, int cin, int batch, int h, int w,
             const int tn = (int)((size_t)nb * image_cols);
             const float *cols = direct ? x + c0 : col;
             const int ldcols = direct ? (int)ncols : tn;
-            if (!direct) pkk_im2col_serial(x, cin, batch, h, w, kernel, stride, pad, c0, tn, col);
+            if (!direct && dw != NULL) pkk_im2col_serial(x, cin, batch, h, w, kernel, stride, pad, c0, tn, col);
             if (dw != NULL)
                 pkk_sgemm(0, 1, cout, kdim, tn, 1.0f, dy + c0, (int)ncols, cols, ldcols, 1.0f, dw, kdim);
             if (dx == NULL) continue;

@@ -728,3 +728,266 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const
     }
     return 1;
 }
+
+/* ---- weight gradient (training) ----
+ *
+ * The gradient of the same convolution with respect to its 3x3 weights g.
+ * y_tile = A^T M A with M[p] = sum over ci of U[p] V[p] and U = G g G^T, so
+ * the chain rule runs the three transforms backwards, each as its adjoint:
+ *   dM[p][co][t]  = (A dy_t A^T)[p]             dy_t: the tile's 4x4 gradient
+ *   dU[p][co][ci] = sum over t of dM[p][co][t] V[p][ci][t]
+ *   dg[co][ci]    = G^T dU[co][ci] G
+ * 36 products per tile and channel pair where the im2col GEMM does 144, and
+ * neither im2col nor a BLAS packing pass: V comes from the forward's input
+ * transform (pkk_wg_input) in its GEMM layout, dM from pkk_wg_adjoint in the
+ * same layout, and the sums over tiles run in 16-lane vectors, one per
+ * channel pair, reduced across lanes once per chunk. Tiles past an image's
+ * edge see zero gradient there (the padded copy), so they add nothing.
+ *
+ * Each thread owns transform points, so dU has one writer per element and
+ * sums its chunks in order: the same thread count gives the same bits. The
+ * G^T . G step sums in double (36 terms with weights 1/4 .. 1/24). */
+
+/* out[k*so] = (A in)[k*s] for k = 0..5 from the 4 values in[0..3 s]: the
+ * adjoint of pkk_wg_at, A's rows (1,0,0,0), (1,1,1,1), (1,-1,1,-1),
+ * (1,2,4,8), (1,-2,4,-8), (0,0,0,1). */
+static inline __attribute__((always_inline)) void pkk_wg_a(const pkk_v8 *in, int s, pkk_v8 *out, int so)
+{
+    const pkk_v8 o0 = in[0], o1 = in[s], o2 = in[2 * s], o3 = in[3 * s];
+    const pkk_v8 even = o0 + o2, odd = o1 + o3, even4 = o0 + 4.0f * o2, odd8 = 2.0f * o1 + 8.0f * o3;
+    out[0] = o0;
+    out[so] = even + odd;
+    out[2 * so] = even - odd;
+    out[3 * so] = even4 + odd8;
+    out[4 * so] = even4 - odd8;
+    out[5 * so] = o3;
+}
+
+/* dM[p][co][j] for the channels [lo, hi) of a->x (dy; a->cin of them) and
+ * every tile of the chunk, 8 tiles at a time, in V's layout: each lane's
+ * 4x4 block of the padded plane (one row and column in: the tile's outputs),
+ * columns out of in-lane 4x4 transposes as in pkk_wg_gather. */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+static void pkk_wg_adjoint(long lo, long hi, int thread, const void *args)
+{
+    const pkk_wg_args *a = args;
+    const size_t in_ch = (size_t)a->batch * a->h * a->w;
+    const size_t point_stride = pkk_wg_v_stride((size_t)a->blocks, a->cin);
+    const int first = pkk_tile_at(a, a->t0).b, last = pkk_tile_at(a, a->t0 + (size_t)a->tn - 1).b;
+    pkk_wg_padded pad = { a->pads + (size_t)thread * a->pad_floats, first, 4 * a->tiles_x + 2,
+                          (size_t)(4 * a->tiles_x + 2) * (size_t)(4 * a->tiles_y + 2) };
+    pkk_v8 d[16], t[24], m[PKK_WG_POINTS], rows[4];
+
+    if (lo < hi) pkk_wg_pad_clear(first, last, &pad);
+    for (long co = lo; co < hi; co++) {
+        pkk_wg_pad(a, a->x + (size_t)co * in_ch, first, last, &pad);
+        float *mc = a->v + (size_t)co * PKK_WG_NR;
+        pkk_tile tile = pkk_tile_at(a, a->t0);
+        for (int j = 0; j < a->tn; j += PKK_WG_LANES) {
+            const int n = a->tn - j < PKK_WG_LANES ? a->tn - j : PKK_WG_LANES;
+            const float *lane[PKK_WG_LANES];
+            for (int l = 0; l < PKK_WG_LANES; l++) {
+                if (l >= n) {
+                    lane[l] = lane[0];
+                    continue;
+                }
+                lane[l] = pad.data + (size_t)(tile.b - first) * pad.stride + (size_t)(4 * tile.ty + 1) * pad.pitch
+                        + 4 * tile.tx + 1;
+                pkk_tile_next(a, &tile);
+            }
+            for (int r = 0; r < 4; r++) {
+                for (int l = 0; l < 4; l++) pkk_halves(lane[l] + r * pad.pitch, lane[l + 4] + r * pad.pitch, &rows[l]);
+                pkk_columns4(rows, 4, d + 4 * r);
+            }
+            for (int c = 0; c < 4; c++) pkk_wg_a(d + c, 4, t + c, 4);         /* columns: A dy */
+            for (int r = 0; r < 6; r++) pkk_wg_a(t + 4 * r, 1, m + 6 * r, 1); /* rows: (.) A^T */
+            if (n < PKK_WG_LANES) { /* lanes past n hold lane 0's tile: zero, as the products sum all 16 */
+                pkk_i8 keep;
+                for (int l = 0; l < PKK_WG_LANES; l++) keep[l] = l < n ? -1 : 0;
+                for (int p = 0; p < PKK_WG_POINTS; p++) m[p] = (pkk_v8)((pkk_i8)m[p] & keep);
+            }
+            const int half = j % PKK_WG_NR, last_group = j + PKK_WG_LANES >= a->tn;
+            for (int p = 0; p < PKK_WG_POINTS; p++) {
+                float *dst = mc + (size_t)p * point_stride + (size_t)(j / PKK_WG_NR) * a->cin * PKK_WG_NR + half;
+                *(pkk_v8 *)dst = m[p];
+                if (last_group && half == 0) *(pkk_v8 *)(dst + PKK_WG_LANES) = (pkk_v8){ 0 };
+            }
+        }
+    }
+}
+
+typedef struct {
+    const float *v, *dm; /* V [36][blocks][cin][16], dM [36][blocks][cout][16] (pkk_wg_v_stride apart) */
+    float *du;           /* dU [36][cout][cin], summed into */
+    int cin, cout, blocks, used;
+} pkk_wgd_args;
+
+/* The lanes of an 8- or 16-float vector summed in pairwise halves, a fixed
+ * order (macros: vector arguments of functions built for the baseline ISA
+ * would change the ABI). */
+#define PKK_LANES_SUM8(x)                                                                                    \
+    ({                                                                                                       \
+        const pkk_v8 x_ = (x);                                                                               \
+        const pkk_v4 h_ = __builtin_shufflevector(x_, x_, 0, 1, 2, 3) + __builtin_shufflevector(x_, x_, 4, 5, 6, 7); \
+        (h_[0] + h_[2]) + (h_[1] + h_[3]);                                                                   \
+    })
+#define PKK_LANES_SUM16(x)                                                                                   \
+    ({                                                                                                       \
+        const pkk_v16 y_ = (x);                                                                              \
+        PKK_LANES_SUM8(__builtin_shufflevector(y_, y_, 0, 1, 2, 3, 4, 5, 6, 7)                               \
+                       + __builtin_shufflevector(y_, y_, 8, 9, 10, 11, 12, 13, 14, 15));                     \
+    })
+
+/* dU[p][co0 + r][ci0 + c] += sum over the chunk's tiles of dM . V, for the
+ * rows r < 4 and columns c < C; only r >= r_from and c >= c_from are stored
+ * (a last block overlaps the one before rather than running short). Vectors
+ * of 8 lanes, or of 16 (wide, AVX-512: C = 6, 24 accumulators). */
+#define PKK_WGD_BLOCK(T, LANES, C, SUM)                                                                        \
+    do {                                                                                                  \
+        T acc[4][C];                                                                                      \
+        for (int r = 0; r < 4; r++)                                                                       \
+            for (int c = 0; c < (C); c++) acc[r][c] = (T){ 0 };                                           \
+        for (int b = 0; b < a->used; b++)                                                                 \
+            for (int h = 0; h < PKK_WG_NR; h += (LANES)) {                                                \
+                const float *mb = dmp + (size_t)b * m_block + (size_t)co0 * PKK_WG_NR + h;                \
+                const float *vb = vp + (size_t)b * v_block + (size_t)ci0 * PKK_WG_NR + h;                 \
+                T mv[4], vv[C];                                                                           \
+                for (int r = 0; r < 4; r++) mv[r] = *(const T *)(mb + r * PKK_WG_NR);                     \
+                for (int c = 0; c < (C); c++) vv[c] = *(const T *)(vb + c * PKK_WG_NR);                   \
+                for (int r = 0; r < 4; r++)                                                               \
+                    for (int c = 0; c < (C); c++) acc[r][c] += mv[r] * vv[c];                             \
+            }                                                                                             \
+        for (int r = r_from; r < 4; r++)                                                                  \
+            for (int c = c_from; c < (C); c++) du[(size_t)(co0 + r) * a->cin + ci0 + c] += SUM(acc[r][c]); \
+    } while (0)
+
+/* dU for the transform points [lo, hi). */
+static inline __attribute__((always_inline)) void pkk_wgd_products_range(long lo, long hi, const pkk_wgd_args *a,
+                                                                          int wide)
+{
+    const size_t v_block = (size_t)a->cin * PKK_WG_NR, m_block = (size_t)a->cout * PKK_WG_NR;
+    const int cols = wide ? 6 : 3;
+    for (long p = lo; p < hi; p++) {
+        const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
+        const float *dmp = a->dm + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cout);
+        float *du = a->du + (size_t)p * a->cout * a->cin;
+        for (int row = 0; row < a->cout; row += 4) {
+            const int co0 = row + 4 <= a->cout ? row : a->cout - 4, r_from = row - co0;
+            for (int col = 0; col < a->cin; col += cols) {
+                const int ci0 = col + cols <= a->cin ? col : a->cin - cols, c_from = col - ci0;
+                if (wide) PKK_WGD_BLOCK(pkk_v16, 16, 6, PKK_LANES_SUM16);
+                else PKK_WGD_BLOCK(pkk_v8, 8, 3, PKK_LANES_SUM8);
+            }
+        }
+    }
+}
+
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+static void pkk_wgd_products(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    pkk_wgd_products_range(lo, hi, args, 0);
+}
+
+PKK_AVX512 static void pkk_wgd_products_avx512(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    pkk_wgd_products_range(lo, hi, args, 1);
+}
+
+typedef struct {
+    const float *du;
+    int pairs; /* cout * cin */
+    float *dweight;
+} pkk_wgd_fold_args;
+
+/* dweight[e][3 ky + kx] += (G^T dU[.][e] G)[ky][kx] for channel pairs e in
+ * [lo, hi), in double: G's rows as in PKK_WG_G. */
+static void pkk_wgd_fold(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    static const double G[6][3] = { { 0.25, 0, 0 },
+                                    { -1.0 / 6, -1.0 / 6, -1.0 / 6 },
+                                    { -1.0 / 6, 1.0 / 6, -1.0 / 6 },
+                                    { 1.0 / 24, 1.0 / 12, 1.0 / 6 },
+                                    { 1.0 / 24, -1.0 / 12, 1.0 / 6 },
+                                    { 0, 0, 1 } };
+    const pkk_wgd_fold_args *a = args;
+    for (long e = lo; e < hi; e++) {
+        double t[3][6]; /* G^T dU */
+        for (int k = 0; k < 3; k++)
+            for (int j = 0; j < 6; j++) {
+                double s = 0;
+                for (int i = 0; i < 6; i++) s += G[i][k] * a->du[(size_t)(6 * i + j) * a->pairs + e];
+                t[k][j] = s;
+            }
+        for (int k = 0; k < 3; k++)
+            for (int l = 0; l < 3; l++) {
+                double s = 0;
+                for (int j = 0; j < 6; j++) s += t[k][j] * G[j][l];
+                a->dweight[(size_t)e * 9 + 3 * k + l] += (float)s;
+            }
+    }
+}
+
+/* Scratch for chunks of `blocks` blocks: V, dM, the padded planes, and 15
+ * floats to align V and dM to 64 bytes. */
+static size_t pkk_wgd_need(int cin, int cout, int batch, int tiles_y, int tiles_x, size_t blocks, size_t threads)
+{
+    return PKK_WG_POINTS * (pkk_wg_v_stride(blocks, cin) + pkk_wg_v_stride(blocks, cout))
+         + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks) + 15;
+}
+
+size_t pkk_winograd_dweight_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
+{
+    const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
+    const size_t all = (size_t)batch * tiles_y * tiles_x;
+    const size_t blocks = pkk_wg_blocks(tiles > 0 && (size_t)tiles < all ? (size_t)tiles : all);
+    return pkk_wgd_need(cin, cout, batch, tiles_y, tiles_x, blocks, (size_t)omp_get_max_threads());
+}
+
+int pkk_conv3x3_winograd_dweight(const float *x, int cin, int batch, int h, int w, const float *dy, int cout,
+                                 float *dweight, float *scratch, size_t scratch_floats)
+{
+    if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 1;
+    if (cin < 6 || cout < 4 || ((uintptr_t)scratch & 3) != 0) return 0; /* a register block's rows and columns */
+    const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
+    const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
+    size_t blocks = pkk_wg_blocks(tiles);
+    for (;;) {
+        const size_t need = pkk_wgd_need(cin, cout, batch, tiles_y, tiles_x, blocks, threads);
+        if (need <= scratch_floats) break;
+        if (blocks == 1) return 0;
+        const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)need);
+        blocks = scaled >= 1 && scaled < blocks ? scaled : blocks - 1;
+    }
+    const size_t pairs = (size_t)cout * cin;
+    float *du = calloc(PKK_WG_POINTS * pairs, sizeof(float));
+    if (du == NULL) return 0;
+
+    float *v = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
+    float *dm = v + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin);
+    float *pad = dm + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cout);
+    const size_t pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
+    pkk_wg_args in = { .x = x, .v = v, .pads = pad, .pad_floats = pad_floats, .cin = cin, .batch = batch, .h = h,
+                       .w = w, .tiles_y = tiles_y, .tiles_x = tiles_x, .blocks = (int)blocks };
+    pkk_wg_args out = in;
+    out.x = dy;
+    out.v = dm;
+    out.cin = cout;
+    pkk_wgd_args prod = { v, dm, du, cin, cout, (int)blocks, 0 };
+    const size_t capacity = blocks * PKK_WG_NR;
+    const int avx512 = pkk_use_avx512();
+    for (size_t t0 = 0; t0 < tiles; t0 += capacity) {
+        in.t0 = out.t0 = t0;
+        in.tn = out.tn = (int)(tiles - t0 < capacity ? tiles - t0 : capacity);
+        prod.used = (int)pkk_wg_blocks((size_t)in.tn);
+        pkk_run(cin, (size_t)cin * in.tn * PKK_WG_POINTS, avx512 ? pkk_wg_input_avx512 : pkk_wg_input, &in);
+        pkk_run(cout, (size_t)cout * in.tn * PKK_WG_POINTS, pkk_wg_adjoint, &out);
+        pkk_run(PKK_WG_POINTS, pairs * in.tn, avx512 ? pkk_wgd_products_avx512 : pkk_wgd_products, &prod);
+    }
+    const pkk_wgd_fold_args fold = { du, (int)pairs, dweight };
+    pkk_run((long)pairs, pairs * PKK_WG_POINTS, pkk_wgd_fold, &fold);
+    free(du);
+    return 1;
+}

@@ -297,6 +297,63 @@ final class TrainKernelTests: KernelTestCase {
         XCTAssertTrue(results[0] != results[1], "a scratch of one Winograd chunk should take the Winograd path")
     }
 
+    /// The weight gradient of 3x3 same convolutions through Winograd
+    /// (pkk_conv3x3_winograd_dweight) against a naive Double sum of dy times
+    /// the shifted inputs: sides that are no multiple of 4 (tiles cut by the
+    /// edge), channel counts that leave partial register blocks, one chunk or
+    /// several, both instruction-set paths. pkk_conv2d_backward takes that
+    /// path for 8 or more input and output channels: the same bits.
+    func testConv2dBackwardWinogradWeightGradient() {
+        let cases = [ConvGeom(cin: 9, cout: 10, batch: 5, h: 7, w: 6, kernel: 3, stride: 1, pad: 1),
+                     ConvGeom(cin: 16, cout: 13, batch: 2, h: 13, w: 11, kernel: 3, stride: 1, pad: 1),
+                     ConvGeom(cin: 20, cout: 8, batch: 20, h: 4, w: 4, kernel: 3, stride: 1, pad: 1)]
+        for (n, g) in cases.enumerated() {
+            var rng = KernelRNG(seed: 1200 + UInt64(n))
+            let plane = g.h * g.w, nw = g.cout * g.cin * 9
+            let x = rng.floats(g.cin * g.batch * plane), weight = rng.floats(nw), dy = rng.floats(g.cout * g.batch * plane)
+            var expected = [Double](repeating: 0, count: nw)
+            for co in 0..<g.cout { for ci in 0..<g.cin { for ky in 0..<3 { for kx in 0..<3 {
+                var s = 0.0
+                for b in 0..<g.batch { for oy in 0..<g.h { for ox in 0..<g.w {
+                    let iy = oy + ky - 1, ix = ox + kx - 1
+                    guard iy >= 0, iy < g.h, ix >= 0, ix < g.w else { continue }
+                    s += Double(dy[(co * g.batch + b) * plane + oy * g.w + ox]) * Double(x[(ci * g.batch + b) * plane + iy * g.w + ix])
+                } } }
+                expected[((co * g.cin + ci) * 3 + ky) * 3 + kx] = s
+            } } } }
+            let dw0 = rng.floats(nw)
+            let scale = expected.map { abs($0) }.max() ?? 1
+            let geometry = (Int32(g.cin), Int32(g.cout), Int32(g.batch), Int32(g.h), Int32(g.w))
+            let whole = pkk_winograd_dweight_scratch_floats(geometry.0, geometry.1, geometry.2, geometry.3, geometry.4, 0)
+            let chunk = pkk_winograd_dweight_scratch_floats(geometry.0, geometry.1, geometry.2, geometry.3, geometry.4, 16)
+            XCTAssertLessThan(chunk, whole, "\(g): more than one chunk of 16 tiles")
+            forEachKernelPath { path in
+                for floats in [whole, chunk] {
+                    var dw = dw0
+                    var scratch = [Float](repeating: .nan, count: floats)
+                    XCTAssertEqual(pkk_conv3x3_winograd_dweight(x, geometry.0, geometry.2, geometry.3, geometry.4, dy,
+                                                                geometry.1, &dw, &scratch, floats), 1)
+                    assertClose(dw, plus(expected, dw0), rel: 1e-5, floor: scale, "Winograd dweight \(g), \(path), scratch \(floats) floats")
+                }
+                var scratch = [Float](repeating: .nan, count: chunk - 1)
+                var dw = dw0
+                XCTAssertEqual(pkk_conv3x3_winograd_dweight(x, geometry.0, geometry.2, geometry.3, geometry.4, dy,
+                                                            geometry.1, &dw, &scratch, chunk - 1), 0, "\(g): declines")
+                XCTAssertEqual(dw, dw0, "\(g): nothing written when declining")
+            }
+            guard g.cin >= 8 else { continue }
+            var kernelOnly = dw0, backward = dw0
+            var scratch = [Float](repeating: .nan, count: whole)
+            _ = pkk_conv3x3_winograd_dweight(x, geometry.0, geometry.2, geometry.3, geometry.4, dy, geometry.1, &kernelOnly,
+                                             &scratch, whole)
+            let floats = max(whole, pkk_conv2d_backward_scratch_floats(geometry.0, 3, Int32(g.batch * plane)))
+            scratch = [Float](repeating: .nan, count: floats)
+            XCTAssertEqual(pkk_conv2d_backward(x, geometry.0, geometry.2, geometry.3, geometry.4, weight, geometry.1, 3, 1, 1,
+                                               dy, nil, 0, &backward, nil, &scratch, floats), 0)
+            XCTAssertEqual(backward, kernelOnly, "\(g): conv2d backward takes the Winograd weight gradient")
+        }
+    }
+
     func testConv2dBackwardRejectsTooSmallScratch() {
         let x = [Float](repeating: 1, count: 2 * 16), weight = [Float](repeating: 1, count: 3 * 2 * 9)
         let dy = [Float](repeating: 1, count: 3 * 16)

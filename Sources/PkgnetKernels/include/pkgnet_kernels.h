@@ -184,6 +184,17 @@ size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, i
 int pkk_winograd_min_tiles(void);
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias,
                          int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
+/* The gradient of that convolution with respect to its weights, for
+ * training: dweight [cout][cin][3][3] += the sum over the batch of dy's
+ * 4x4 tiles against x's 6x6 patches, as G^T [sum of (A dy A^T) . (B^T x B)] G
+ * (the three transforms' adjoints); x [cin][batch][h][w], dy the same with
+ * cout channels. Scratch as pkk_winograd_dweight_scratch_floats says for
+ * chunks of `tiles` tiles; the 36 x cout x cin sums are allocated. Returns 1
+ * when dweight is updated, 0 when it declined (fewer than 6 input or 4
+ * output channels, scratch below one chunk of 16 tiles, or no memory). */
+size_t pkk_winograd_dweight_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles);
+int pkk_conv3x3_winograd_dweight(const float *x, int cin, int batch, int h, int w, const float *dy, int cout,
+                                 float *dweight, float *scratch, size_t scratch_floats);
 /* The same convolution from the same arranged weights as an im2col GEMM
  * (for the few tiles where Winograd is slower): on s itself where its
  * blocks are 6 rows, the GEMM's own layout; blocks of 4 (16 and 32 output
