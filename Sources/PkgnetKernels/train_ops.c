@@ -22,6 +22,7 @@
 
 typedef struct {
     const float *x, *dy, *gamma, *beta, *mean, *var;
+    const float *relu_y; /* affine backward: the ReLU's output after the BatchNorm, or NULL */
     float *y, *dx, *dgamma, *dbeta;
     float eps, momentum;
     float *running_mean, *running_var, *save_mean, *save_invstd;
@@ -60,6 +61,30 @@ void pkk_batchnorm_affine_forward(const float *x, int c, size_t n,
     pkk_run(c, (size_t)c * n, tr_bn_affine_fwd, &a);
 }
 
+/* Elements [i0, i0 + lanes) of the affine backward's single pass (lanes
+ * <= 16, a constant in the main loop): dy masked by the ReLU (yr, or none),
+ * its sums into the partials as pkk_row_sum_dot takes them (element i into
+ * partial i % 16), and dx (NULL: none). */
+static inline __attribute__((always_inline)) void tr_bn_affine_lanes(size_t i0, int lanes, const float *xr,
+                                                                      const float *yr, const float *dyr, double mean,
+                                                                      double invstd, float k, float *dxr, int accumulate,
+                                                                      double *p, double *q)
+{
+    float g[PKK_SUM_LANES];
+    for (int l = 0; l < lanes; l++) {
+        const size_t i = i0 + (size_t)l;
+        g[l] = yr == NULL || yr[i] > 0.0f ? dyr[i] : 0.0f;
+        const double d = (double)g[l];
+        p[l] += d;
+        q[l] += d * (((double)xr[i] - mean) * invstd);
+    }
+    if (dxr == NULL) return;
+    if (accumulate)
+        for (int l = 0; l < lanes; l++) dxr[i0 + l] += g[l] * k;
+    else
+        for (int l = 0; l < lanes; l++) dxr[i0 + l] = g[l] * k;
+}
+
 static void tr_bn_affine_bwd(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
@@ -67,35 +92,30 @@ static void tr_bn_affine_bwd(long lo, long hi, int thread, const void *args)
     for (long c = lo; c < hi; c++) {
         const double mean = a->mean ? (double)a->mean[c] : 0.0;
         const double invstd = tr_bn_invstd(a, c);
-        const float *xr = a->x + (size_t)c * a->n;
-        const float *dyr = a->dy + (size_t)c * a->n;
-        if (a->dgamma != NULL || a->dbeta != NULL) {
-            double sdy, sdyx;
-            pkk_row_sum_dot(dyr, xr, mean, invstd, a->n, &sdy, &sdyx);
-            if (a->dgamma) a->dgamma[c] = (float)((double)a->dgamma[c] + sdyx);
-            if (a->dbeta) a->dbeta[c] = (float)((double)a->dbeta[c] + sdy);
-        }
-        if (a->dx != NULL) {
-            const float k = (float)((double)a->gamma[c] * invstd);
-            float *dxr = a->dx + (size_t)c * a->n; /* may alias dy */
-            if (a->accumulate)
-                for (size_t i = 0; i < a->n; i++) dxr[i] += dyr[i] * k;
-            else
-                for (size_t i = 0; i < a->n; i++) dxr[i] = dyr[i] * k;
-        }
+        const size_t n = a->n, row = (size_t)c * n;
+        const float *yr = a->relu_y ? a->relu_y + row : NULL;
+        const float k = (float)((double)a->gamma[c] * invstd);
+        float *dxr = a->dx ? a->dx + row : NULL; /* may alias dy: each element is read first */
+        double p[PKK_SUM_LANES] = { 0 }, q[PKK_SUM_LANES] = { 0 };
+        size_t i = 0;
+        for (; i + PKK_SUM_LANES <= n; i += PKK_SUM_LANES)
+            tr_bn_affine_lanes(i, PKK_SUM_LANES, a->x + row, yr, a->dy + row, mean, invstd, k, dxr, a->accumulate, p, q);
+        if (i < n) tr_bn_affine_lanes(i, (int)(n - i), a->x + row, yr, a->dy + row, mean, invstd, k, dxr, a->accumulate, p, q);
+        if (a->dgamma) a->dgamma[c] = (float)((double)a->dgamma[c] + pkk_fold_lanes(q));
+        if (a->dbeta) a->dbeta[c] = (float)((double)a->dbeta[c] + pkk_fold_lanes(p));
     }
 }
 
-void pkk_batchnorm_affine_backward(const float *x, const float *dy, int c, size_t n,
+void pkk_batchnorm_affine_backward(const float *x, const float *relu_y, const float *dy, int c, size_t n,
                                    const float *gamma, const float *mean, const float *var,
                                    float eps, float *dx, int accumulate,
                                    float *dgamma, float *dbeta)
 {
     if (c <= 0 || n == 0) return;
-    const tr_bn_args a = { .x = x, .dy = dy, .gamma = gamma, .mean = mean, .var = var,
+    const tr_bn_args a = { .x = x, .relu_y = relu_y, .dy = dy, .gamma = gamma, .mean = mean, .var = var,
                            .dx = dx, .dgamma = dgamma, .dbeta = dbeta, .eps = eps, .n = n,
                            .accumulate = accumulate };
-    pkk_run(c, (size_t)c * n * 2, tr_bn_affine_bwd, &a);
+    pkk_run(c, (size_t)c * n * 3, tr_bn_affine_bwd, &a);
 }
 
 /* ---- BatchNorm, batch statistics ---- */

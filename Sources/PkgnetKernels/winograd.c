@@ -839,25 +839,27 @@ typedef struct {
     })
 
 /* dU[p][co0 + r][ci0 + c] += sum over the chunk's tiles of dM . V, for the
- * rows r < 4 and columns c < C; only r >= r_from and c >= c_from are stored
+ * rows r < R and columns c < C; only r >= r_from and c >= c_from are stored
  * (a last block overlaps the one before rather than running short). Vectors
- * of 8 lanes, or of 16 (wide, AVX-512: C = 6, 24 accumulators). */
-#define PKK_WGD_BLOCK(T, LANES, C, SUM)                                                                        \
+ * of 16 lanes (wide, AVX-512) in a 4 x 5 block, or of 8 in a 3 x 3 block:
+ * the accumulators and one step's loads fit the 32 (16) vector registers
+ * (a 4 x 6 block of 16 lanes spilled). */
+#define PKK_WGD_BLOCK(T, LANES, R, C, SUM)                                                                        \
     do {                                                                                                  \
-        T acc[4][C];                                                                                      \
-        for (int r = 0; r < 4; r++)                                                                       \
+        T acc[R][C];                                                                                      \
+        for (int r = 0; r < (R); r++)                                                                     \
             for (int c = 0; c < (C); c++) acc[r][c] = (T){ 0 };                                           \
         for (int b = 0; b < a->used; b++)                                                                 \
             for (int h = 0; h < PKK_WG_NR; h += (LANES)) {                                                \
                 const float *mb = dmp + (size_t)b * m_block + (size_t)co0 * PKK_WG_NR + h;                \
                 const float *vb = vp + (size_t)b * v_block + (size_t)ci0 * PKK_WG_NR + h;                 \
-                T mv[4], vv[C];                                                                           \
-                for (int r = 0; r < 4; r++) mv[r] = *(const T *)(mb + r * PKK_WG_NR);                     \
+                T mv[R], vv[C];                                                                           \
+                for (int r = 0; r < (R); r++) mv[r] = *(const T *)(mb + r * PKK_WG_NR);                   \
                 for (int c = 0; c < (C); c++) vv[c] = *(const T *)(vb + c * PKK_WG_NR);                   \
-                for (int r = 0; r < 4; r++)                                                               \
+                for (int r = 0; r < (R); r++)                                                             \
                     for (int c = 0; c < (C); c++) acc[r][c] += mv[r] * vv[c];                             \
             }                                                                                             \
-        for (int r = r_from; r < 4; r++)                                                                  \
+        for (int r = r_from; r < (R); r++)                                                                \
             for (int c = c_from; c < (C); c++) du[(size_t)(co0 + r) * a->cin + ci0 + c] += SUM(acc[r][c]); \
     } while (0)
 
@@ -866,17 +868,17 @@ static inline __attribute__((always_inline)) void pkk_wgd_products_range(long lo
                                                                           int wide)
 {
     const size_t v_block = (size_t)a->cin * PKK_WG_NR, m_block = (size_t)a->cout * PKK_WG_NR;
-    const int cols = wide ? 6 : 3;
+    const int rows = wide ? 4 : 3, cols = wide ? 5 : 3;
     for (long p = lo; p < hi; p++) {
         const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
         const float *dmp = a->dm + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cout);
         float *du = a->du + (size_t)p * a->cout * a->cin;
-        for (int row = 0; row < a->cout; row += 4) {
-            const int co0 = row + 4 <= a->cout ? row : a->cout - 4, r_from = row - co0;
+        for (int row = 0; row < a->cout; row += rows) {
+            const int co0 = row + rows <= a->cout ? row : a->cout - rows, r_from = row - co0;
             for (int col = 0; col < a->cin; col += cols) {
                 const int ci0 = col + cols <= a->cin ? col : a->cin - cols, c_from = col - ci0;
-                if (wide) PKK_WGD_BLOCK(pkk_v16, 16, 6, PKK_LANES_SUM16);
-                else PKK_WGD_BLOCK(pkk_v8, 8, 3, PKK_LANES_SUM8);
+                if (wide) PKK_WGD_BLOCK(pkk_v16, 16, 4, 5, PKK_LANES_SUM16);
+                else PKK_WGD_BLOCK(pkk_v8, 8, 3, 3, PKK_LANES_SUM8);
             }
         }
     }
@@ -950,7 +952,7 @@ int pkk_conv3x3_winograd_dweight(const float *x, int cin, int batch, int h, int 
                                  float *dweight, float *scratch, size_t scratch_floats)
 {
     if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 1;
-    if (cin < 6 || cout < 4 || ((uintptr_t)scratch & 3) != 0) return 0; /* a register block's rows and columns */
+    if (cin < 5 || cout < 4 || ((uintptr_t)scratch & 3) != 0) return 0; /* a register block's rows and columns */
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
     size_t blocks = pkk_wg_blocks(tiles);

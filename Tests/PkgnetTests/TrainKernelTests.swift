@@ -405,11 +405,13 @@ final class TrainKernelTests: KernelTestCase {
         }
     }
 
+    /// The affine BatchNorm, alone and with the ReLU after it (whose mask
+    /// the backward applies in the same pass), against finite differences.
     func testBatchNormAffine() {
-        let (c, n) = (3, 2 * 3 * 4)
+        let (c, n) = (3, 2 * 3 * 4 + 5)  // rows of 29: a partial block of 16
         let eps: Float = 1e-5
-        for accumulate in [false, true] {
-            var rng = KernelRNG(seed: accumulate ? 3001 : 3000)
+        for (accumulate, relu) in [(false, false), (true, false), (false, true), (true, true)] {
+            var rng = KernelRNG(seed: (accumulate ? 3001 : 3000) + (relu ? 10 : 0))
             let x = rng.floats(c * n, -2, 2), r = rng.floats(c * n)
             let gamma = rng.floats(c, 0.5, 1.5), beta = rng.floats(c)
             let mean = rng.floats(c, -0.5, 0.5), variance = rng.floats(c, 0.2, 2)
@@ -417,22 +419,28 @@ final class TrainKernelTests: KernelTestCase {
             let (xd, gd, bd, rd) = (doubles(x), doubles(gamma), doubles(beta), doubles(r))
             let e = Double(eps)
             func f(_ x: [Double], _ g: [Double], _ b: [Double]) -> Double {
-                dotD(batchNormForward(x, c: c, n: n, gamma: g, beta: b, stats: stats, eps: e), rd)
+                let y = batchNormForward(x, c: c, n: n, gamma: g, beta: b, stats: stats, eps: e)
+                return dotD(relu ? y.map { max($0, 0) } : y, rd)
             }
 
             var y = [Float](repeating: .nan, count: c * n)
             pkk_batchnorm_affine_forward(x, Int32(c), n, gamma, beta, mean, variance, eps, &y)
             assertClose(y, batchNormForward(xd, c: c, n: n, gamma: gd, beta: bd, stats: stats, eps: e),
                         rel: 1e-5, "affine BatchNorm forward")
+            let reluY = y.map { max($0, 0) }
 
             let dx0: [Float]? = accumulate ? rng.floats(c * n) : nil
             var dx = dx0 ?? [Float](repeating: .nan, count: c * n)
             let dg0 = rng.floats(c), db0 = rng.floats(c)
             var dg = dg0, db = db0
-            pkk_batchnorm_affine_backward(x, r, Int32(c), n, gamma, mean, variance, eps, &dx, accumulate ? 1 : 0, &dg, &db)
-            assertGradient(dx, plus(numericGradient(xd, h: 1e-4) { f($0, gd, bd) }, dx0), "affine BatchNorm dx")
-            assertGradient(dg, plus(numericGradient(gd, h: 1e-4) { f(xd, $0, bd) }, dg0), "affine BatchNorm dgamma")
-            assertGradient(db, plus(numericGradient(bd, h: 1e-4) { f(xd, gd, $0) }, db0), "affine BatchNorm dbeta")
+            withOptionalPointer(relu ? reluY : nil) { yp in
+                pkk_batchnorm_affine_backward(x, yp, r, Int32(c), n, gamma, mean, variance, eps, &dx, accumulate ? 1 : 0,
+                                              &dg, &db)
+            }
+            let what = "affine BatchNorm\(relu ? " + ReLU" : ""), accumulate \(accumulate)"
+            assertGradient(dx, plus(numericGradient(xd, h: 1e-4) { f($0, gd, bd) }, dx0), "\(what): dx")
+            assertGradient(dg, plus(numericGradient(gd, h: 1e-4) { f(xd, $0, bd) }, dg0), "\(what): dgamma")
+            assertGradient(db, plus(numericGradient(bd, h: 1e-4) { f(xd, gd, $0) }, db0), "\(what): dbeta")
         }
 
         // Running statistics (0, 1), the published training: y = gamma x / sqrt(1 + eps) + beta.

@@ -372,15 +372,19 @@ final class StudentGraph {
             case let .batchNormReLU(bn, x, y):
                 let n = batch * x.size * x.size
                 let dy = seededGradient(y, batch: batch)
-                // In place: this output's gradient has no other reader left.
-                pkk_relu_backward(pointer(y, batch: batch), dy, bn.channels * n, dy, 0)
+                if batchStatistics {
+                    // In place: this output's gradient has no other reader left.
+                    pkk_relu_backward(pointer(y, batch: batch), dy, bn.channels * n, dy, 0)
+                }
                 let accumulate = claimGradient(x, batch: batch)
                 if batchStatistics {
                     pkk_batchnorm_batch_backward(pointer(x, batch: batch), dy, Int32(bn.channels), n, p.value(bn.gamma),
                                                  savedStatistics + bn.savedOffset, savedStatistics + bn.savedOffset + bn.channels,
                                                  gradient(x, batch: batch), accumulate, p.gradient(bn.gamma), p.gradient(bn.beta))
                 } else {
-                    pkk_batchnorm_affine_backward(pointer(x, batch: batch), dy, Int32(bn.channels), n, p.value(bn.gamma),
+                    // The ReLU's mask in the same pass.
+                    pkk_batchnorm_affine_backward(pointer(x, batch: batch), pointer(y, batch: batch), dy,
+                                                  Int32(bn.channels), n, p.value(bn.gamma),
                                                   p.statistic(bn.runningMean), p.statistic(bn.runningVariance),
                                                   Self.batchNormEpsilon, gradient(x, batch: batch), accumulate,
                                                   p.gradient(bn.gamma), p.gradient(bn.beta))

@@ -190,7 +190,7 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const
  * (the three transforms' adjoints); x [cin][batch][h][w], dy the same with
  * cout channels. Scratch as pkk_winograd_dweight_scratch_floats says for
  * chunks of `tiles` tiles; the 36 x cout x cin sums are allocated. Returns 1
- * when dweight is updated, 0 when it declined (fewer than 6 input or 4
+ * when dweight is updated, 0 when it declined (fewer than 5 input or 4
  * output channels, scratch below one chunk of 16 tiles, or no memory). */
 size_t pkk_winograd_dweight_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles);
 int pkk_conv3x3_winograd_dweight(const float *x, int cin, int batch, int h, int w, const float *dy, int cout,

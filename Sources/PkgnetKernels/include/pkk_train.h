@@ -100,8 +100,10 @@ void pkk_batchnorm_affine_forward(const float *x, int c, size_t n,
 
 /* Backward of the above: dx = dy * gamma / sqrt(var + eps);
  * dgamma += sum dy * (x - mean)/sqrt(var + eps); dbeta += sum dy.
+ * With relu_y (the output of a ReLU after the BatchNorm; NULL: none), dy is
+ * first masked by relu_y > 0, in the same pass (pkk_relu_backward's rule).
  * dx may alias dy. */
-void pkk_batchnorm_affine_backward(const float *x, const float *dy, int c, size_t n,
+void pkk_batchnorm_affine_backward(const float *x, const float *relu_y, const float *dy, int c, size_t n,
                                    const float *gamma, const float *mean, const float *var,
                                    float eps, float *dx, int accumulate,
                                    float *dgamma, float *dbeta);
