@@ -11,6 +11,8 @@
  *   col = W^T x dy[:, tile]               (same scratch, reused)
  *   dx[images of the tile] += col2im(col) (no other tile touches these images)
  *   or, for stride-1 "same" convs, dx[:, tile] (+)= flip(W)^T x im2col(dy)
+ * (3x3 same convs first try Winograd, for dx as a same conv of dy and for dW
+ * through the transforms' adjoints, winograd.c; what it declines runs here)
  * conv_transpose2d, per tile of input columns (b, iy, ix): the layer is the
  * adjoint of conv2d(., W, stride, pad) from the output plane to the input
  * plane, so one im2col of dy serves both products:

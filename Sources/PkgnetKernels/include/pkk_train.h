@@ -49,7 +49,10 @@ size_t pkk_conv2d_backward_scratch_floats(int cin, int kernel, int cols);
  *   dweight [cout][cin][kernel][kernel] += dy x im2col(x)^T
  *   dbias   [cout]                      += sum of dy over batch*ho*wo
  * Per tile of whole images: im2col(x) -> dweight GEMM, then W^T dy -> col2im
- * into dx, reusing the same scratch. dx must not alias x or dy.
+ * into dx, reusing the same scratch. 3x3 same convolutions take Winograd
+ * where the scratch holds a chunk: dx with 8 or more output channels,
+ * dweight with 8 or more input and output channels
+ * (pkk_conv3x3_winograd_dweight). dx must not alias x or dy.
  * Returns 0, or -1 (error slot set, nothing written) when the scratch holds
  * not one image's im2col (cin*kernel*kernel*ho*wo floats; each thread uses
  * such a slice, so threads x that much lets all threads work) or partial
