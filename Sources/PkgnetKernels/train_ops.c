@@ -28,6 +28,7 @@ typedef struct {
     float *running_mean, *running_var, *save_mean, *save_invstd;
     size_t n;
     int accumulate;
+    int relu; /* affine forward: a ReLU after the BatchNorm */
 } tr_bn_args;
 
 static double tr_bn_invstd(const tr_bn_args *a, long c)
@@ -47,17 +48,23 @@ static void tr_bn_affine_fwd(long lo, long hi, int thread, const void *args)
         const float shift = (float)((double)a->beta[c] - mean * scale);
         const float *xr = a->x + (size_t)c * a->n; /* y may alias x */
         float *yr = a->y + (size_t)c * a->n;
-        for (size_t i = 0; i < a->n; i++) yr[i] = xr[i] * sf + shift;
+        if (a->relu) /* pkk_relu_forward's rule, in the same pass */
+            for (size_t i = 0; i < a->n; i++) {
+                const float v = xr[i] * sf + shift;
+                yr[i] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (size_t i = 0; i < a->n; i++) yr[i] = xr[i] * sf + shift;
     }
 }
 
 void pkk_batchnorm_affine_forward(const float *x, int c, size_t n,
                                   const float *gamma, const float *beta,
-                                  const float *mean, const float *var, float eps, float *y)
+                                  const float *mean, const float *var, float eps, int relu, float *y)
 {
     if (c <= 0 || n == 0) return;
     const tr_bn_args a = { .x = x, .gamma = gamma, .beta = beta, .mean = mean, .var = var,
-                           .y = y, .eps = eps, .n = n };
+                           .y = y, .eps = eps, .n = n, .relu = relu };
     pkk_run(c, (size_t)c * n, tr_bn_affine_fwd, &a);
 }
 

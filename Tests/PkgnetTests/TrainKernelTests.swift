@@ -424,16 +424,16 @@ final class TrainKernelTests: KernelTestCase {
             }
 
             var y = [Float](repeating: .nan, count: c * n)
-            pkk_batchnorm_affine_forward(x, Int32(c), n, gamma, beta, mean, variance, eps, &y)
-            assertClose(y, batchNormForward(xd, c: c, n: n, gamma: gd, beta: bd, stats: stats, eps: e),
-                        rel: 1e-5, "affine BatchNorm forward")
-            let reluY = y.map { max($0, 0) }
+            pkk_batchnorm_affine_forward(x, Int32(c), n, gamma, beta, mean, variance, eps, relu ? 1 : 0, &y)
+            let expectedY = batchNormForward(xd, c: c, n: n, gamma: gd, beta: bd, stats: stats, eps: e)
+            assertClose(y, relu ? expectedY.map { max($0, 0) } : expectedY, rel: 1e-5,
+                        "affine BatchNorm\(relu ? " + ReLU" : "") forward")
 
             let dx0: [Float]? = accumulate ? rng.floats(c * n) : nil
             var dx = dx0 ?? [Float](repeating: .nan, count: c * n)
             let dg0 = rng.floats(c), db0 = rng.floats(c)
             var dg = dg0, db = db0
-            withOptionalPointer(relu ? reluY : nil) { yp in
+            withOptionalPointer(relu ? y : nil) { yp in
                 pkk_batchnorm_affine_backward(x, yp, r, Int32(c), n, gamma, mean, variance, eps, &dx, accumulate ? 1 : 0,
                                               &dg, &db)
             }
@@ -446,7 +446,7 @@ final class TrainKernelTests: KernelTestCase {
         // Running statistics (0, 1), the published training: y = gamma x / sqrt(1 + eps) + beta.
         let x: [Float] = [1, -2, 3, 0.5], gamma: [Float] = [2], beta: [Float] = [0.25]
         var y = [Float](repeating: 0, count: 4)
-        pkk_batchnorm_affine_forward(x, 1, 4, gamma, beta, nil, nil, eps, &y)
+        pkk_batchnorm_affine_forward(x, 1, 4, gamma, beta, nil, nil, eps, 0, &y)
         assertClose(y, x.map { 2 * Double($0) / (1 + Double(eps)).squareRoot() + 0.25 }, rel: 1e-6, "affine BatchNorm with (0, 1)")
     }
 

@@ -314,12 +314,12 @@ final class StudentGraph {
                                                 Self.batchNormEpsilon, Self.batchNormMomentum,
                                                 p.statistic(bn.runningMean), p.statistic(bn.runningVariance),
                                                 savedStatistics + bn.savedOffset, savedStatistics + bn.savedOffset + bn.channels, out)
+                    pkk_relu_forward(out, bn.channels * n, out)
                 } else {
                     pkk_batchnorm_affine_forward(pointer(x, batch: batch), Int32(bn.channels), n, p.value(bn.gamma), p.value(bn.beta),
                                                  p.statistic(bn.runningMean), p.statistic(bn.runningVariance),
-                                                 Self.batchNormEpsilon, out)
+                                                 Self.batchNormEpsilon, 1, out)
                 }
-                pkk_relu_forward(out, bn.channels * n, out)
             case let .maxPool(x, y):
                 pkk_maxpool2d(pointer(x, batch: batch), Int32(x.channels), Int32(batch), Int32(x.size), Int32(x.size),
                               2, 2, 0, pointer(y, batch: batch))

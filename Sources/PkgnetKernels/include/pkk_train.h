@@ -94,12 +94,12 @@ int pkk_conv_transpose2d_backward(const float *x, int cin, int batch, int h, int
 
 /*
  * Fixed statistics (PyTorch eval mode, the published training):
- *   y = gamma * (x - mean) / sqrt(var + eps) + beta
+ *   y = gamma * (x - mean) / sqrt(var + eps) + beta, then max(y, 0) if relu
  * mean/var are the running statistics (NULL means 0 / 1). y may alias x.
  */
 void pkk_batchnorm_affine_forward(const float *x, int c, size_t n,
                                   const float *gamma, const float *beta,
-                                  const float *mean, const float *var, float eps, float *y);
+                                  const float *mean, const float *var, float eps, int relu, float *y);
 
 /* Backward of the above: dx = dy * gamma / sqrt(var + eps);
  * dgamma += sum dy * (x - mean)/sqrt(var + eps); dbeta += sum dy.
