@@ -427,6 +427,27 @@ static inline __attribute__((always_inline)) void pkk_wg_bt16(const pkk_v16 *in,
 
 typedef int pkk_i16 __attribute__((vector_size(64)));
 
+/* Stores the 36 points of the 8 tiles j..j+7 of a chunk of tn into one
+ * channel's column of V's layout ([36][blocks][channels][16], points
+ * point_stride apart; c: the channel's first float), lanes past n zeroed
+ * (they hold lane 0's tile), and the upper half of a last block with 8 or
+ * fewer tiles zeroed too: the GEMMs read whole blocks of 16. */
+static inline __attribute__((always_inline)) void pkk_wg_store8(pkk_v8 v[PKK_WG_POINTS], int n, int j, int tn,
+                                                                 int channels, size_t point_stride, float *c)
+{
+    if (n < PKK_WG_LANES) {
+        pkk_i8 keep;
+        for (int l = 0; l < PKK_WG_LANES; l++) keep[l] = l < n ? -1 : 0;
+        for (int p = 0; p < PKK_WG_POINTS; p++) v[p] = (pkk_v8)((pkk_i8)v[p] & keep);
+    }
+    const int half = j % PKK_WG_NR, last_group = j + PKK_WG_LANES >= tn;
+    for (int p = 0; p < PKK_WG_POINTS; p++) {
+        float *dst = c + (size_t)p * point_stride + (size_t)(j / PKK_WG_NR) * channels * PKK_WG_NR + half;
+        *(pkk_v8 *)dst = v[p];
+        if (last_group && half == 0) *(pkk_v8 *)(dst + PKK_WG_LANES) = (pkk_v8){ 0 };
+    }
+}
+
 /* V[p][ci][j] for channels [lo, hi) and every tile of the chunk. With
  * AVX-512 (wide), 16 tiles at a time, a whole row of a V block: two
  * 8-tile gathers joined, then the transform's arithmetic on 16-float
@@ -477,17 +498,7 @@ static inline __attribute__((always_inline)) void pkk_wg_input_range(long lo, lo
             pkk_wg_gather(a, tile, n, &pad, d);
             for (int c = 0; c < 6; c++) pkk_wg_bt(d + c, 6, t + c, 6);         /* columns: B^T d */
             for (int r = 0; r < 6; r++) pkk_wg_bt(t + 6 * r, 1, v + 6 * r, 1); /* rows: (.) B */
-            if (n < PKK_WG_LANES) { /* the GEMM reads whole blocks of 16: lanes past n are zero */
-                pkk_i8 keep;
-                for (int l = 0; l < PKK_WG_LANES; l++) keep[l] = l < n ? -1 : 0;
-                for (int p = 0; p < PKK_WG_POINTS; p++) v[p] = (pkk_v8)((pkk_i8)v[p] & keep);
-            }
-            const int half = j % PKK_WG_NR, last_group = j + PKK_WG_LANES >= a->tn;
-            for (int p = 0; p < PKK_WG_POINTS; p++) {
-                float *dst = vc + (size_t)p * point_stride + (size_t)(j / PKK_WG_NR) * a->cin * PKK_WG_NR + half;
-                *(pkk_v8 *)dst = v[p];
-                if (last_group && half == 0) *(pkk_v8 *)(dst + PKK_WG_LANES) = (pkk_v8){ 0 };
-            }
+            pkk_wg_store8(v, n, j, a->tn, a->cin, point_stride, vc);
             for (int l = 0; l < n; l++) pkk_tile_next(a, &tile);
         }
     }
@@ -801,17 +812,7 @@ static void pkk_wg_adjoint(long lo, long hi, int thread, const void *args)
             }
             for (int c = 0; c < 4; c++) pkk_wg_a(d + c, 4, t + c, 4);         /* columns: A dy */
             for (int r = 0; r < 6; r++) pkk_wg_a(t + 4 * r, 1, m + 6 * r, 1); /* rows: (.) A^T */
-            if (n < PKK_WG_LANES) { /* lanes past n hold lane 0's tile: zero, as the products sum all 16 */
-                pkk_i8 keep;
-                for (int l = 0; l < PKK_WG_LANES; l++) keep[l] = l < n ? -1 : 0;
-                for (int p = 0; p < PKK_WG_POINTS; p++) m[p] = (pkk_v8)((pkk_i8)m[p] & keep);
-            }
-            const int half = j % PKK_WG_NR, last_group = j + PKK_WG_LANES >= a->tn;
-            for (int p = 0; p < PKK_WG_POINTS; p++) {
-                float *dst = mc + (size_t)p * point_stride + (size_t)(j / PKK_WG_NR) * a->cin * PKK_WG_NR + half;
-                *(pkk_v8 *)dst = m[p];
-                if (last_group && half == 0) *(pkk_v8 *)(dst + PKK_WG_LANES) = (pkk_v8){ 0 };
-            }
+            pkk_wg_store8(m, n, j, a->tn, a->cin, point_stride, mc);
         }
     }
 }
