@@ -682,12 +682,39 @@ static size_t pkk_wg_need(int cin, int cout, int batch, int tiles_y, int tiles_x
          + threads * pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks) + 15;
 }
 
-size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
+/* Scratch floats of one kind of call (the forward's pkk_wg_need, the weight
+ * gradient's pkk_wgd_need) for chunks of `blocks` blocks on `threads` threads. */
+typedef size_t (*pkk_wg_need_fn)(int cin, int cout, int batch, int tiles_y, int tiles_x, size_t blocks,
+                                 size_t threads);
+
+/* The scratch for chunks of `tiles` tiles (0 or more than the batch has:
+ * the whole batch) on the calling thread's OpenMP thread count. */
+static size_t pkk_wg_scratch_for(pkk_wg_need_fn need, int cin, int cout, int batch, int h, int w, int tiles)
 {
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t all = (size_t)batch * tiles_y * tiles_x;
     const size_t blocks = pkk_wg_blocks(tiles > 0 && (size_t)tiles < all ? (size_t)tiles : all);
-    return pkk_wg_need(cin, cout, batch, tiles_y, tiles_x, blocks, (size_t)omp_get_max_threads());
+    return need(cin, cout, batch, tiles_y, tiles_x, blocks, (size_t)omp_get_max_threads());
+}
+
+/* The most blocks per chunk whose scratch fits (the padded planes grow with
+ * them), or 0 when not even one does. */
+static size_t pkk_wg_fit_blocks(pkk_wg_need_fn need, int cin, int cout, int batch, int tiles_y, int tiles_x,
+                                size_t threads, size_t scratch_floats)
+{
+    size_t blocks = pkk_wg_blocks((size_t)batch * tiles_y * tiles_x);
+    for (;;) {
+        const size_t floats = need(cin, cout, batch, tiles_y, tiles_x, blocks, threads);
+        if (floats <= scratch_floats) return blocks;
+        if (blocks == 1) return 0;
+        const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)floats);
+        blocks = scaled >= 1 && scaled < blocks ? scaled : blocks - 1;
+    }
+}
+
+size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
+{
+    return pkk_wg_scratch_for(pkk_wg_need, cin, cout, batch, h, w, tiles);
 }
 
 /* Below this many tiles (the 4x4 and 8x8 maps of a few cubes) transforming
@@ -707,15 +734,8 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const
     if (((uintptr_t)scratch & 3) != 0) return 0;
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
-    /* The most blocks per chunk that fit: the padded planes grow with them. */
-    size_t blocks = pkk_wg_blocks(tiles);
-    for (;;) {
-        const size_t need = pkk_wg_need(cin, cout, batch, tiles_y, tiles_x, blocks, threads);
-        if (need <= scratch_floats) break;
-        if (blocks == 1) return 0;
-        const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)need);
-        blocks = scaled >= 1 && scaled < blocks ? scaled : blocks - 1;
-    }
+    const size_t blocks = pkk_wg_fit_blocks(pkk_wg_need, cin, cout, batch, tiles_y, tiles_x, threads, scratch_floats);
+    if (blocks == 0) return 0;
 
     float *v = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
     float *m = v + PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin);
@@ -943,10 +963,7 @@ static size_t pkk_wgd_need(int cin, int cout, int batch, int tiles_y, int tiles_
 
 size_t pkk_winograd_dweight_scratch_floats(int cin, int cout, int batch, int h, int w, int tiles)
 {
-    const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
-    const size_t all = (size_t)batch * tiles_y * tiles_x;
-    const size_t blocks = pkk_wg_blocks(tiles > 0 && (size_t)tiles < all ? (size_t)tiles : all);
-    return pkk_wgd_need(cin, cout, batch, tiles_y, tiles_x, blocks, (size_t)omp_get_max_threads());
+    return pkk_wg_scratch_for(pkk_wgd_need, cin, cout, batch, h, w, tiles);
 }
 
 int pkk_conv3x3_winograd_dweight(const float *x, int cin, int batch, int h, int w, const float *dy, int cout,
@@ -956,14 +973,8 @@ int pkk_conv3x3_winograd_dweight(const float *x, int cin, int batch, int h, int 
     if (cin < 5 || cout < 4 || ((uintptr_t)scratch & 3) != 0) return 0; /* a register block's rows and columns */
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
-    size_t blocks = pkk_wg_blocks(tiles);
-    for (;;) {
-        const size_t need = pkk_wgd_need(cin, cout, batch, tiles_y, tiles_x, blocks, threads);
-        if (need <= scratch_floats) break;
-        if (blocks == 1) return 0;
-        const size_t scaled = (size_t)((double)blocks * (double)scratch_floats / (double)need);
-        blocks = scaled >= 1 && scaled < blocks ? scaled : blocks - 1;
-    }
+    const size_t blocks = pkk_wg_fit_blocks(pkk_wgd_need, cin, cout, batch, tiles_y, tiles_x, threads, scratch_floats);
+    if (blocks == 0) return 0;
     const size_t pairs = (size_t)cout * cin;
     float *du = calloc(PKK_WG_POINTS * pairs, sizeof(float));
     if (du == NULL) return 0;
