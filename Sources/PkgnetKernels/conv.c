@@ -112,7 +112,7 @@ static void pkk_im2col_tiny(long lo, long hi, int thread, const void *args)
 
 /* d[j] = valid[q] ? x[b][q + shift] : 0 for the tile's columns, image by image:
  * masked contiguous loads (AVX-512 / AVX2), no gather. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+PKK_CLONES
 static void pkk_shift_row(const unsigned char *restrict valid, int plane, long shift,
                           const float *restrict xc, size_t c0, int tn, float *restrict d)
 {
@@ -166,7 +166,7 @@ static void pkk_im2col_shift(long lo, long hi, int thread, const void *args)
 
 /* d[j] = x[b][table[q]] (0 where table[q] < 0) for the tile's columns, image by
  * image: vectorised with AVX-512 / AVX2 gathers. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+PKK_CLONES
 static void pkk_gather_row(const int *restrict table, int out_plane, const float *restrict xc,
                            size_t plane, size_t c0, int tn, float *restrict d)
 {
@@ -441,7 +441,7 @@ static void pkk_epilogue(float *y, size_t ldy, int cout, size_t c0, int tn, cons
  */
 #define PKK_MB 4
 #define PKK_NB 32
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+PKK_CLONES
 static void pkk_gemm_small(int m, int n, int k, const float *restrict wt, const float *restrict col,
                            int ldcol, float *restrict y, size_t ldy)
 {

@@ -177,7 +177,7 @@ typedef struct {
  * and 2 so that the loads stay contiguous; border columns skip the taps
  * that fall in the zero padding. Compiled for AVX-512, AVX2 and the baseline.
  */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+PKK_CLONES
 static void depthwise_row(const depthwise_args *a, const float *restrict xc, const float *restrict wc, float b,
                           int oy, float *restrict row)
 {

@@ -20,6 +20,14 @@ void pkk_set_errorf(const char *format, ...) PKK_PRINTF(1, 2);
  * Conversions are exact; the scale rounds once. */
 void pkk_weight_source_span(pkk_weight_source *source, size_t e, size_t n, size_t row, float *out);
 
+/* Kernels compiled three times, for x86-64-v4 (AVX-512), v3 (AVX2, FMA) and
+ * the package's baseline (v2, SSE4.2), the CPU picking one at load: loops
+ * the compiler vectorises run 2-4x wider than the baseline allows. Files
+ * whose results must not depend on that choice turn off FMA contraction
+ * (`#pragma clang fp contract(off)`): only v3 and v4 have FMA, and a fused
+ * multiply-add rounds once where the baseline rounds twice. */
+#define PKK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
 /* Minimum amount of work (elements touched) before a loop opens an OpenMP
  * parallel region: below this the fork/join costs more than it saves. */
 #define PKK_PAR_MIN 32768
@@ -51,17 +59,18 @@ int pkk_run_threads(long n, size_t work);
  * per element on the addition before, so these passes were bound by that
  * latency rather than by memory. pkk_row_sum: sum r[i]. pkk_row_sum_sq_dev:
  * sum (r[i] - mean)^2. pkk_row_sum_dot: *sum = sum dy[i], *dot = sum dy[i] *
- * ((x[i] - mean) * scale). */
+ * ((x[i] - mean) * scale). Always inlined, so that the PKK_CLONES kernels
+ * calling them vectorise them for their own instruction set. */
 #define PKK_SUM_LANES 16
 
-static inline double pkk_fold_lanes(const double p[PKK_SUM_LANES])
+static inline __attribute__((always_inline)) double pkk_fold_lanes(const double p[PKK_SUM_LANES])
 {
     double s = 0.0;
     for (int l = 0; l < PKK_SUM_LANES; l++) s += p[l];
     return s;
 }
 
-static inline double pkk_row_sum(const float *r, size_t n)
+static inline __attribute__((always_inline)) double pkk_row_sum(const float *r, size_t n)
 {
     double p[PKK_SUM_LANES] = { 0 };
     size_t i = 0;
@@ -71,7 +80,7 @@ static inline double pkk_row_sum(const float *r, size_t n)
     return pkk_fold_lanes(p);
 }
 
-static inline double pkk_row_sum_sq_dev(const float *r, double mean, size_t n)
+static inline __attribute__((always_inline)) double pkk_row_sum_sq_dev(const float *r, double mean, size_t n)
 {
     double p[PKK_SUM_LANES] = { 0 };
     size_t i = 0;
@@ -87,8 +96,8 @@ static inline double pkk_row_sum_sq_dev(const float *r, double mean, size_t n)
     return pkk_fold_lanes(p);
 }
 
-static inline void pkk_row_sum_dot(const float *dy, const float *x, double mean, double scale, size_t n,
-                                   double *sum, double *dot)
+static inline __attribute__((always_inline)) void pkk_row_sum_dot(const float *dy, const float *x, double mean,
+                                                                  double scale, size_t n, double *sum, double *dot)
 {
     double p[PKK_SUM_LANES] = { 0 }, q[PKK_SUM_LANES] = { 0 };
     size_t i = 0;

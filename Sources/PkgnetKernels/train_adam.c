@@ -15,6 +15,9 @@
 
 #include <math.h>
 
+/* The same bits on every CPU, whichever clone runs (PKK_CLONES). */
+#pragma clang fp contract(off)
+
 #define TR_ADAM_CHUNK 8192
 
 typedef struct {
@@ -24,7 +27,7 @@ typedef struct {
     float beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, bc2_sqrt, eps;
 } tr_adam_args;
 
-static void tr_adam_chunks(long lo, long hi, int thread, const void *args)
+PKK_CLONES static void tr_adam_chunks(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const tr_adam_args *a = args;

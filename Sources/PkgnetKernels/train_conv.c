@@ -37,6 +37,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The same bits on every CPU, whichever clone runs (PKK_CLONES). */
+#pragma clang fp contract(off)
+
 /* Largest im2col block of one tile: the GEMMs then read it from cache. A
  * tile holds at least one image whatever this says. */
 #define TR_COL_BLOCK_FLOATS 262144
@@ -189,7 +192,7 @@ typedef struct {
     float *out;
 } tr_sum_args;
 
-static void tr_channel_sums(long lo, long hi, int thread, const void *args)
+PKK_CLONES static void tr_channel_sums(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const tr_sum_args *a = args;

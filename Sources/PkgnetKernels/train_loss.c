@@ -14,6 +14,9 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* The same bits on every CPU, whichever clone runs (PKK_CLONES). */
+#pragma clang fp contract(off)
+
 #define TR_LOSS_CHUNK 8192
 
 /* Sums partial[0..n) in order. */
@@ -35,7 +38,7 @@ typedef struct {
     double *partial;
 } tr_mse_args;
 
-static void tr_mse_chunks(long lo, long hi, int thread, const void *args)
+PKK_CLONES static void tr_mse_chunks(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const tr_mse_args *a = args;
@@ -133,7 +136,7 @@ static inline double tr_gdl_term(double dt, double dp, double power, int paper, 
  * the prediction's differences, then the chain through the differences:
  *   dL/dpred[c][i][j] = gx[i][j] - gx[i][j+1] + gy[i][j] - gy[i+1][j]
  * (the same for every colour channel). */
-static void tr_gdl_images(long lo, long hi, int thread, const void *args)
+PKK_CLONES static void tr_gdl_images(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const tr_gdl_args *a = args;
@@ -217,7 +220,7 @@ typedef struct {
  * the term 1 - <s,t>/(ns' nt') has the derivative
  *   -t/(ns' nt') + [ns > eps] <s,t> s / (ns^3 nt')
  * (the clamp is constant below eps, so the norm's derivative drops there). */
-static void tr_cos_images(long lo, long hi, int thread, const void *args)
+PKK_CLONES static void tr_cos_images(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const tr_cos_args *a = args;

@@ -8,7 +8,7 @@
 
 /* Clones: x86-64-v3 converts F16 with F16C instructions (the default build
  * converts in software) and both vector builds scale 4 or 8 values at a time. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+PKK_CLONES
 void pkk_weight_source_span(pkk_weight_source *source, size_t e, size_t n, size_t row, float *out)
 {
     const unsigned char *p = source->data;

@@ -600,7 +600,7 @@ static inline __attribute__((always_inline)) void pkk_wg_at(const pkk_v8 *in, in
  * bias, residual and ReLU on the way out. A whole tile leaves as four
  * 4-float rows, transposed out of the lanes; tiles cut by the image's edge
  * (sides not divisible by 4) element by element. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+PKK_CLONES
 static void pkk_wg_output(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
@@ -798,7 +798,7 @@ static inline __attribute__((always_inline)) void pkk_wg_a(const pkk_v8 *in, int
  * every tile of the chunk, 8 tiles at a time, in V's layout: each lane's
  * 4x4 block of the padded plane (one row and column in: the tile's outputs),
  * columns out of in-lane 4x4 transposes as in pkk_wg_gather. */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+PKK_CLONES
 static void pkk_wg_adjoint(long lo, long hi, int thread, const void *args)
 {
     const pkk_wg_args *a = args;

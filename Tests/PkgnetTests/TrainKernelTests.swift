@@ -530,7 +530,8 @@ final class TrainKernelTests: KernelTestCase {
     func testMaxPoolBackward() {
         let cases: [(c: Int, batch: Int, h: Int, w: Int, kernel: Int, stride: Int, pad: Int, accumulate: Bool)] = [
             (2, 2, 6, 7, 2, 2, 0, false),  // the students' pooling, odd width (floor mode)
-            (2, 2, 4, 4, 2, 2, 0, true),
+            (2, 2, 4, 4, 2, 2, 0, true),   // even planes: windows tile them (the 2x2 path)
+            (3, 2, 6, 8, 2, 2, 0, false),
             (1, 2, 7, 6, 3, 2, 1, false),  // overlapping windows with padding
         ]
         for (n, k) in cases.enumerated() {
@@ -565,6 +566,8 @@ final class TrainKernelTests: KernelTestCase {
         var dxNaN = [Float](repeating: 0, count: 4)
         pkk_maxpool2d_backward(withNaN, 1, 1, 2, 2, 2, 2, 0, [7], &dxNaN, 0)
         XCTAssertEqual(dxNaN, [0, 7, 0, 0])
+        pkk_maxpool2d_backward([Float.nan, 1, .nan, 0], 1, 1, 2, 2, 2, 2, 0, [7], &dxNaN, 0)
+        XCTAssertEqual(dxNaN, [0, 0, 7, 0], "of two NaNs, the scan keeps the last")
     }
 
     func testMSELoss() {
