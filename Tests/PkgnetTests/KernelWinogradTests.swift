@@ -7,7 +7,9 @@ import PkgnetKernels
 final class KernelWinogradTests: KernelTestCase {
     /// Shapes that cover whole and cut tiles (sides not divisible by 4), one
     /// tile per image (4x4: a lane group spans images), one-pixel images,
-    /// channel counts that are not multiples of the 6-row register block.
+    /// channel counts that are not multiples of the 6-row register block,
+    /// batches of a multiple of 16 with sides of a multiple of 4 (tiles in
+    /// image-interleaved order with AVX-512).
     private let cases: [ConvCase] = [
         ConvCase(cin: 8, cout: 7, batch: 3, h: 8, w: 8, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
         ConvCase(cin: 12, cout: 13, batch: 2, h: 7, w: 5, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
@@ -15,6 +17,9 @@ final class KernelWinogradTests: KernelTestCase {
         ConvCase(cin: 5, cout: 6, batch: 1, h: 33, w: 17, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
         ConvCase(cin: 9, cout: 3, batch: 4, h: 1, w: 1, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
         ConvCase(cin: 24, cout: 20, batch: 2, h: 32, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
+        ConvCase(cin: 10, cout: 7, batch: 32, h: 8, w: 12, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 6, cout: 8, batch: 16, h: 32, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: false, relu: true),
+        ConvCase(cin: 16, cout: 13, batch: 16, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
     ]
 
     private struct Inputs: Sendable {
@@ -92,8 +97,9 @@ final class KernelWinogradTests: KernelTestCase {
     func testMatchesDirectConvolution() {
         Self.forEachCase(cases) { c, input, expected, place in
             let tiles = c.batch * ((c.h + 3) / 4) * ((c.w + 3) / 4)
-            // Whole batch in one chunk, and chunks of one register block (16 tiles).
-            for chunk in Set([tiles, 16]) {
+            // Whole batch in one chunk, chunks of one register block (16 tiles),
+            // and of 80 tiles (chunks that start inside a position or a group).
+            for chunk in Set([tiles, 16, min(tiles, 80)]) {
                 guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: chunk)) else {
                     XCTFail("\(c): declined with scratch for \(chunk) tiles")
                     continue
@@ -128,6 +134,38 @@ final class KernelWinogradTests: KernelTestCase {
             }
             pkk_set_threads(0)
             XCTAssertEqual(results[0], results[1], path)
+        }
+    }
+
+    /// The tile order changes which lane computes a tile, not its sums: 32
+    /// images (image-interleaved order with AVX-512) give the same bits as
+    /// the same 32 among 33 (image order), in chunks that start inside a
+    /// position.
+    func testImageInterleavedOrderGivesTheSameBits() {
+        let c = cases[6], plane = c.h * c.w
+        var c33 = c
+        c33.batch = 33
+        let input = Self.inputs(c, seed: 620), extra = Self.inputs(c33, seed: 621)
+        /// Per channel, the 32 images of `a`, then the first image of `b`.
+        func withImage33(_ a: [Float], _ b: [Float], channels: Int) -> [Float] {
+            var out: [Float] = []
+            for ch in 0..<channels {
+                out += a[(ch * 32 * plane)..<((ch + 1) * 32 * plane)]
+                out += b[(ch * 33 * plane)..<(ch * 33 * plane + plane)]
+            }
+            return out
+        }
+        let input33 = Inputs(x: withImage33(input.x, extra.x, channels: c.cin), weight: input.weight, bias: input.bias,
+                             residual: withImage33(input.residual!, extra.residual!, channels: c.cout))
+        forEachKernelPath { path in
+            guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 80)),
+                  let y33 = Self.conv(c33, input33, scratchFloats: Self.scratchFloats(c33, tiles: 80)) else {
+                XCTFail("\(c): declined")
+                return
+            }
+            var first32: [Float] = []
+            for ch in 0..<c.cout { first32 += y33[(ch * 33 * plane)..<(ch * 33 * plane + 32 * plane)] }
+            XCTAssertEqual(y, first32, path)
         }
     }
 

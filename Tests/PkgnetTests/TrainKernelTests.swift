@@ -306,7 +306,9 @@ final class TrainKernelTests: KernelTestCase {
     func testConv2dBackwardWinogradWeightGradient() {
         let cases = [ConvGeom(cin: 9, cout: 10, batch: 5, h: 7, w: 6, kernel: 3, stride: 1, pad: 1),
                      ConvGeom(cin: 16, cout: 13, batch: 2, h: 13, w: 11, kernel: 3, stride: 1, pad: 1),
-                     ConvGeom(cin: 20, cout: 8, batch: 20, h: 4, w: 4, kernel: 3, stride: 1, pad: 1)]
+                     ConvGeom(cin: 20, cout: 8, batch: 20, h: 4, w: 4, kernel: 3, stride: 1, pad: 1),
+                     // tiles in image-interleaved order (with AVX-512)
+                     ConvGeom(cin: 9, cout: 8, batch: 32, h: 8, w: 12, kernel: 3, stride: 1, pad: 1)]
         for (n, g) in cases.enumerated() {
             var rng = KernelRNG(seed: 1200 + UInt64(n))
             let plane = g.h * g.w, nw = g.cout * g.cin * 9
@@ -327,8 +329,10 @@ final class TrainKernelTests: KernelTestCase {
             let whole = pkk_winograd_dweight_scratch_floats(geometry.0, geometry.1, geometry.2, geometry.3, geometry.4, 0)
             let chunk = pkk_winograd_dweight_scratch_floats(geometry.0, geometry.1, geometry.2, geometry.3, geometry.4, 16)
             XCTAssertLessThan(chunk, whole, "\(g): more than one chunk of 16 tiles")
+            // chunks that start inside a position or a group of 16 images
+            let chunk80 = pkk_winograd_dweight_scratch_floats(geometry.0, geometry.1, geometry.2, geometry.3, geometry.4, 80)
             forEachKernelPath { path in
-                for floats in [whole, chunk] {
+                for floats in Set([whole, chunk, chunk80]) {
                     var dw = dw0
                     var scratch = [Float](repeating: .nan, count: floats)
                     XCTAssertEqual(pkk_conv3x3_winograd_dweight(x, geometry.0, geometry.2, geometry.3, geometry.4, dy,
