@@ -286,8 +286,9 @@ typedef struct {
  * order gathers each tile's patch rows and transposes them in registers
  * (the input transform was a quarter of a training step). It takes whole
  * groups and whole tiles: batches of a multiple of 16, sides of a multiple
- * of 4. The products, and so the results, are the same bits in either
- * order. */
+ * of 4. A tile's arithmetic is the same in either order, so the forward's
+ * results are the same bits; the weight gradient's sums over tiles run in
+ * another order. */
 #define PKK_WG_GROUP 16
 
 static int pkk_wg_interleavable(int batch, int h, int w)
@@ -310,18 +311,10 @@ static inline pkk_tile pkk_tile_at(const pkk_wg_args *a, size_t t)
     return tile;
 }
 
+/* The next tile in image order (the interleaved kernels go a block, one
+ * position, at a time: pkk_tile_at). */
 static inline void pkk_tile_next(const pkk_wg_args *a, pkk_tile *tile)
 {
-    if (a->interleaved) {
-        if (++tile->b % PKK_WG_GROUP != 0) return;
-        tile->b -= PKK_WG_GROUP;
-        if (++tile->tx < a->tiles_x) return;
-        tile->tx = 0;
-        if (++tile->ty < a->tiles_y) return;
-        tile->ty = 0;
-        tile->b += PKK_WG_GROUP;
-        return;
-    }
     if (++tile->tx == a->tiles_x) {
         tile->tx = 0;
         if (++tile->ty == a->tiles_y) {
