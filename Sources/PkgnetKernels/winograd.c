@@ -767,6 +767,16 @@ static inline __attribute__((always_inline)) void pkk_wg_at16(const pkk_v16 *in,
     PKK_WG_AT(pkk_v16, in, s, out, so);
 }
 
+/* One 4-float output row of a tile (bias added): plus the residual's row
+ * (NULL: none), ReLU, stored at y. */
+static inline __attribute__((always_inline)) void pkk_wg_store_row(pkk_v4 value, const float *residual, int relu,
+                                                                    float *y)
+{
+    if (residual) value += *(const pkk_v4u *)residual;
+    if (relu) value = __builtin_elementwise_max(value, (pkk_v4){ 0 });
+    *(pkk_v4u *)y = value;
+}
+
 /* y[co] for channels [lo, hi): inverse transform of the chunk's tiles, then
  * bias, residual and ReLU on the way out. A whole tile leaves as four
  * 4-float rows, transposed out of the lanes; tiles cut by the image's edge
@@ -781,7 +791,6 @@ static void pkk_wg_output(long lo, long hi, int thread, const void *args)
     const size_t out_ch = (size_t)a->batch * plane;
     const int rows = pkk_wg_rows(a->cout);
     const size_t point_stride = pkk_wg_m_stride((size_t)a->blocks, a->cout);
-    const pkk_v4 zero = { 0 };
     pkk_v8 m[PKK_WG_POINTS], t[24], o[16], lanes[2][8];
 
     for (long co = lo; co < hi; co++) {
@@ -805,11 +814,10 @@ static void pkk_wg_output(long lo, long hi, int thread, const void *args)
                 if (oy0 + 4 <= h && ox0 + 4 <= w) {
                     for (int r = 0; r < 4; r++) {
                         const pkk_v8 pair = lanes[r / 2][l];
-                        pkk_v4 value = r % 2 == 0 ? __builtin_shufflevector(pair, pair, 0, 1, 2, 3)
-                                                  : __builtin_shufflevector(pair, pair, 4, 5, 6, 7);
-                        if (rc) value += *(const pkk_v4u *)(rc + base + (size_t)r * w);
-                        if (relu) value = __builtin_elementwise_max(value, zero);
-                        *(pkk_v4u *)(yc + base + (size_t)r * w) = value;
+                        const pkk_v4 value = r % 2 == 0 ? __builtin_shufflevector(pair, pair, 0, 1, 2, 3)
+                                                        : __builtin_shufflevector(pair, pair, 4, 5, 6, 7);
+                        pkk_wg_store_row(value, rc ? rc + base + (size_t)r * w : NULL, relu,
+                                         yc + base + (size_t)r * w);
                     }
                 } else {
                     const int rows_in = h - oy0 < 4 ? h - oy0 : 4, cols_in = w - ox0 < 4 ? w - ox0 : 4;
@@ -842,7 +850,6 @@ PKK_AVX512 static void pkk_wg_output_interleaved(long lo, long hi, int thread, c
     const size_t out_ch = (size_t)a->batch * plane;
     const int rows = pkk_wg_rows(a->cout);
     const size_t point_stride = pkk_wg_m_stride((size_t)a->blocks, a->cout);
-    const pkk_v4 zero = { 0 };
 
     for (long co = lo; co < hi; co++) {
         const float *mc = a->m + (size_t)co * PKK_WG_NR;
@@ -865,12 +872,8 @@ PKK_AVX512 static void pkk_wg_output_interleaved(long lo, long hi, int thread, c
                                         __builtin_shufflevector(tile, tile, 4, 5, 6, 7),
                                         __builtin_shufflevector(tile, tile, 8, 9, 10, 11),
                                         __builtin_shufflevector(tile, tile, 12, 13, 14, 15) };
-                for (int r = 0; r < 4; r++) {
-                    pkk_v4 value = row[r];
-                    if (rc) value += *(const pkk_v4u *)(rc + base + (size_t)r * w);
-                    if (relu) value = __builtin_elementwise_max(value, zero);
-                    *(pkk_v4u *)(yc + base + (size_t)r * w) = value;
-                }
+                for (int r = 0; r < 4; r++)
+                    pkk_wg_store_row(row[r], rc ? rc + base + (size_t)r * w : NULL, relu, yc + base + (size_t)r * w);
             }
         }
     }
