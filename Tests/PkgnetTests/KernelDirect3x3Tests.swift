@@ -1,0 +1,102 @@
+// The direct 3x3 convolution of narrow layers (direct3x3.c) against the naive
+// Double convolution of KernelConvTests.
+import XCTest
+import PkgnetKernels
+
+final class KernelDirect3x3Tests: KernelTestCase {
+    /// Output channels 16 and 32 (the edge widths), 13 (a last block of 4
+    /// with 3 rows past cout), 4 and 1; one input channel and many; both
+    /// block shapes (4 rows of 16, 2 rows of 32); images of one block and
+    /// tall ones; batches of 1 and 2 (and 3 on 32-wide maps).
+    private let cases: [ConvCase] = [
+        ConvCase(cin: 16, cout: 16, batch: 3, h: 32, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
+        ConvCase(cin: 32, cout: 32, batch: 2, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 1, cout: 13, batch: 1, h: 2, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: false),
+        ConvCase(cin: 64, cout: 4, batch: 2, h: 4, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
+        ConvCase(cin: 5, cout: 1, batch: 1, h: 12, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+    ]
+
+    private static func arranged(_ c: ConvCase, _ weight: [Float]) -> [Float] {
+        var s = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(c.cin), Int32(c.cout)))
+        pkk_winograd_arrange_weights(weight, Int32(c.cin), Int32(c.cout), &s)
+        return s
+    }
+
+    /// The convolution with `scratchFloats` of garbage-filled scratch
+    /// `offset` floats past a 64-byte boundary, into y (NaN-filled, or the
+    /// residual itself when `inPlace`); nil when it declined, y then untouched.
+    private static func conv(_ c: ConvCase, x: [Float], weight: [Float], bias: [Float]?, residual: [Float]?,
+                             scratchFloats: Int, offset: Int = 0, inPlace: Bool = false) -> [Float]? {
+        let s = arranged(c, weight)
+        let start = inPlace ? residual! : [Float](repeating: .nan, count: c.cout * c.batch * c.h * c.w)
+        var y = start
+        let allocated = UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats + offset + 16)
+        defer { allocated.deallocate() }
+        let scratch = allocated + offset
+        scratch.initialize(repeating: 1e30, count: scratchFloats)
+        let done = withOptionalPointer(bias) { biasPtr in
+            y.withUnsafeMutableBufferPointer { out in
+                withOptionalPointer(inPlace ? nil : residual) { residualPtr in
+                    pkk_conv3x3_direct(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), s, biasPtr, Int32(c.cout),
+                                       inPlace ? UnsafePointer(out.baseAddress) : residualPtr, c.relu ? 1 : 0,
+                                       out.baseAddress, scratch, scratchFloats)
+                }
+            }
+        }
+        if done == 0 {
+            XCTAssert(zip(y, start).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(c): a declined call wrote y")
+            return nil
+        }
+        return y
+    }
+
+    func testMatchesNaiveConvolution() throws {
+        guard pkk_allow_avx512(1) != 0 else { throw XCTSkip("the direct kernel needs AVX-512, which this CPU lacks") }
+        for threads: Int32 in [1, 2] {
+            pkk_set_threads(threads)
+            for (i, c) in cases.enumerated() {
+                XCTAssertEqual(pkk_conv3x3_direct_takes(Int32(c.cin), Int32(c.cout), Int32(c.batch), Int32(c.h), Int32(c.w)), 1, "\(c)")
+                var rng = KernelRNG(seed: UInt64(900 + i))
+                let x = rng.floats(c.cin * c.batch * c.h * c.w)
+                let scale = Float(1 / Double(c.cin * 9).squareRoot())
+                let weight = rng.floats(c.cout * c.cin * 9).map { $0 * scale }
+                let bias = c.bias ? rng.floats(c.cout) : nil
+                let residual = c.residual ? rng.floats(c.cout * c.batch * c.h * c.w) : nil
+                let expected = referenceConv2d(c, x: x, weight: weight, bias: bias, residual: residual)
+                let oneImage = Int(pkk_conv3x3_direct_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 1))
+                let perThread = Int(pkk_conv3x3_direct_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 2))
+                // A buffer per thread, and one buffer that the threads'
+                // shares of the work run through in turn, from scratch that
+                // starts off a 64-byte line.
+                for (scratch, offset) in [(perThread, 0), (oneImage, 3)] {
+                    let y = Self.conv(c, x: x, weight: weight, bias: bias, residual: residual, scratchFloats: scratch, offset: offset)
+                    XCTAssertNotNil(y, "\(c): declined with \(scratch) floats of scratch")
+                    if let y { assertClose(y, expected, rel: 1e-5, "direct \(c) scratch \(scratch) threads \(threads)") }
+                }
+                if c.residual {
+                    let y = Self.conv(c, x: x, weight: weight, bias: bias, residual: residual, scratchFloats: perThread, inPlace: true)
+                    if let y { assertClose(y, expected, rel: 1e-5, "direct \(c) in place threads \(threads)") }
+                }
+                XCTAssertNil(Self.conv(c, x: x, weight: weight, bias: bias, residual: residual, scratchFloats: oneImage - 1),
+                             "\(c): ran with less scratch than one image")
+            }
+        }
+        pkk_set_threads(0)
+    }
+
+    func testDeclinesShapesItDoesNotTake() {
+        // Rows of 8, 20, 48 and 64 outputs, heights that leave a part block,
+        // output channels in blocks of 6 (64) or past 32, 16-wide maps of
+        // more than 2 images (Winograd's).
+        for (cin, cout, batch, h, w) in [(16, 16, 1, 8, 8), (16, 16, 1, 32, 20), (16, 16, 1, 32, 48), (16, 16, 1, 4, 64), (16, 16, 1, 1, 16),
+                                         (16, 16, 1, 6, 16), (16, 16, 1, 3, 32), (16, 64, 1, 32, 32), (16, 48, 1, 32, 32),
+                                         (32, 32, 3, 16, 16)] {
+            XCTAssertEqual(pkk_conv3x3_direct_takes(Int32(cin), Int32(cout), Int32(batch), Int32(h), Int32(w)), 0,
+                           "\(cin)->\(cout) \(batch)x\(h)x\(w)")
+        }
+        forEachKernelPath { path in
+            let takes = pkk_conv3x3_direct_takes(16, 16, 1, 32, 32) != 0
+            XCTAssertEqual(takes, path == "AVX-512", "\(path): the direct kernel runs with AVX-512 only")
+        }
+    }
+}
