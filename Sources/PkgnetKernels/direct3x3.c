@@ -7,7 +7,7 @@
  * students' outer layers, the CIFAR ResNet teachers' first stage) the
  * transforms and their trips through V and M took most of a layer, which
  * ran near half the FMA peak in direct-convolution FLOPs; so did any
- * narrow layer of one or two cubes, too few tiles to amortise them. Here
+ * narrow layer of a single cube, too few tiles to amortise them. Here
  * the multiply-adds run straight from the input, in registers: a block is
  * 4 output channels x 64 outputs (whole rows, 4 vectors of 16) in 16
  * accumulators; per input channel and tap, 4 weight broadcasts, up to 4
@@ -44,15 +44,15 @@ static size_t pkk_dc_pitch(int w) { return (size_t)w + PKK_DC_LEFT; }
 static size_t pkk_dc_plane(int h, int w) { return ((size_t)h + 3) * pkk_dc_pitch(w); }
 
 /* Where the direct kernel beats Winograd (measured on the edge models'
- * shapes, 1 and 2 threads): 32-wide maps (16 output channels) at any batch,
- * 1.1-1.7x; 16-wide ones (32 output channels) only for a cube or two, 1.1-1.4x
- * at one, while from 4 up Winograd has the tiles to amortise its
- * transforms and runs 1.2-1.4x as fast. */
+ * shapes, 1 and 2 threads, medians of alternated runs): 32-wide maps (16
+ * output channels) at any batch, 1.0-1.8x; 16-wide ones (32 output
+ * channels) for one cube only, 1.0-1.3x, while from 2 up Winograd has the
+ * tiles to amortise its transforms and runs 1.1-1.4x as fast. */
 int pkk_conv3x3_direct_takes(int cin, int cout, int batch, int h, int w)
 {
     if (!pkk_use_avx512() || cin <= 0 || cout <= 0 || cout > 32 || batch <= 0 || h <= 0) return 0;
     if (pkk_winograd_block_rows(cout) != PKK_DC_ROWS) return 0;
-    return (w == 16 && h % 4 == 0 && batch <= 2) || (w == 32 && h % 2 == 0);
+    return (w == 16 && h % 4 == 0 && batch == 1) || (w == 32 && h % 2 == 0);
 }
 
 typedef struct {

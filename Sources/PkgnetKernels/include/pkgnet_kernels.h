@@ -209,13 +209,14 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
  * The same convolution, from the same arranged weights, as a direct
  * convolution in registers (direct3x3.c) for narrow layers, where
  * Winograd's transforms cost more than the multiplications they save.
- * pkk_conv3x3_direct_takes: whether it runs the shape on this CPU (AVX-512,
- * at most 32 output channels in blocks of 4, rows of a multiple of 16)
- * and is the faster choice there.
- * The scratch holds the weights regrouped and, per thread, a padded copy
- * of one image's planes: pkk_conv3x3_direct_scratch_floats for `images`
- * threads (1: the least it runs with, on one thread). Returns 1 when y is written, 0 when it declined
- * (shape not taken, or scratch below one image). y may be the residual.
+ * pkk_conv3x3_direct_takes: whether it runs the shape on this CPU
+ * (AVX-512; at most 32 output channels, in blocks of 4; 32-wide maps of an
+ * even height, or 16-wide ones of a height divisible by 4, one image) and is
+ * the faster choice there. The scratch holds the weights regrouped and, per
+ * thread, a padded copy of one image's planes:
+ * pkk_conv3x3_direct_scratch_floats for `images` threads (1: the least it
+ * runs with). Returns 1 when y is written, 0 when it declined (shape not
+ * taken, or scratch below one image). y may be the residual.
  */
 int pkk_conv3x3_direct_takes(int cin, int cout, int batch, int h, int w);
 size_t pkk_conv3x3_direct_scratch_floats(int cin, int cout, int h, int w, int images);
