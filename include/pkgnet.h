@@ -165,11 +165,12 @@ pkgnet_status pkgnet_model_get_info(const pkgnet_model *model, pkgnet_model_info
  * default: the number of CPUs available to the process). A call shares its
  * threads within each layer; for small models (at most 2e8 multiply-adds per
  * cube, e.g. width-16 students) with at least 4 cubes per thread, the
- * threads instead score 16-cube micro-batches side by side, and with fewer
- * cubes (on 2 or more threads) the student and the teacher run side by side,
- * each with its own scratch memory (the session's memory grows by one
- * workspace per thread). Either way, scores are the same bits for any
- * thread count.
+ * threads instead score the call's micro-batches side by side (up to 16
+ * cubes each; how a call is cut into them depends on its cube count alone,
+ * so a call of up to 32 cubes keeps two threads busy), and with fewer cubes
+ * (on 2 or more threads) the student and the teacher run side by side, each
+ * with its own scratch memory (the session's memory grows by one workspace
+ * per thread). Either way, scores are the same bits for any thread count.
  * Returns PKGNET_OK and sets *session, or an error status with *session = NULL.
  */
 pkgnet_status pkgnet_session_create(const pkgnet_model *model, int threads, pkgnet_session **session);

@@ -93,9 +93,9 @@ final class ConcurrencyTests: XCTestCase {
         }
     }
 
-    /// Narrow models score micro-batches side by side, one per thread; 40
-    /// cubes then run as 4 x 10 on 2 threads and as 3 x 13-14 on one. A
-    /// cube's scores must not depend on that.
+    /// Narrow models score micro-batches side by side, one half of the call
+    /// per thread: 40 cubes run as 2 x (10 + 10) on 2 threads and one after
+    /// another on one. A cube's scores must not depend on the thread count.
     func testSideBySideMicroBatchesMatchOneThread() throws {
         let model = try Model(path: Fixtures.randomModel().path)
         XCTAssertLessThanOrEqual(model.multiplyAddsPerCube, Session.maxSideBySideMultiplyAdds, "the fixture should be narrow")
@@ -104,6 +104,28 @@ final class ConcurrencyTests: XCTestCase {
         let one = try ConcurrencyTests.score(Session(model: model, threads: 1), input, count: n)
         let two = try ConcurrencyTests.score(Session(model: model, threads: 2), input, count: n)
         XCTAssertTrue(two == one, "2 threads differ from 1 in \(zip(two, one).filter { $0 != $1 }.count) values")
+    }
+
+    /// The pass plan: micro-batches of 16 where whole ones fit, the last 16 +
+    /// r cubes in two near-equal passes, narrow models' calls in two halves
+    /// (from 8 cubes), and nothing that depends on the thread count.
+    func testPassPlan() {
+        let expected: [(n: Int, sideBySide: Bool, sizes: [Int])] = [
+            (0, false, []), (1, false, [1]), (16, false, [16]), (17, false, [9, 8]), (40, false, [16, 12, 12]),
+            (100, false, [16, 16, 16, 16, 16, 10, 10]), (128, false, Array(repeating: 16, count: 8)),
+            (7, true, [7]), (8, true, [4, 4]), (17, true, [9, 8]), (68, true, [16, 9, 9, 16, 9, 9]),
+            (128, true, Array(repeating: 16, count: 8)),
+        ]
+        for (n, sideBySide, sizes) in expected {
+            XCTAssertEqual(Session.passSizes(n, sideBySide: sideBySide), sizes, "\(n) cubes, side by side \(sideBySide)")
+        }
+        for n in 0...300 {
+            for sideBySide in [false, true] {
+                let sizes = Session.passSizes(n, sideBySide: sideBySide)
+                XCTAssertEqual(sizes.reduce(0, +), n, "\(n) cubes: the passes must cover the call")
+                XCTAssertTrue(sizes.allSatisfy { (1...Session.microBatch).contains($0) }, "\(n) cubes: \(sizes)")
+            }
+        }
     }
 
     /// An error in one side-by-side micro-batch: the call fails naming the

@@ -99,55 +99,81 @@ public final class Session: @unchecked Sendable {
             // Side by side when every thread gets a few cubes: each thread
             // runs whole micro-batches alone, so no layer waits for the other
             // threads, which costs the narrow models most of a second core.
-            let workers = sideBySide ? min(threads, n / Session.minCubesPerWorker) : 1
-            // Equal shares rather than full batches plus a remainder: a frame's
-            // 17 objects run as 9 + 8, not as 16 + a lone cube whose GEMMs are
-            // too narrow to use both cores.
-            var passes = (n + Session.microBatch - 1) / Session.microBatch
-            if workers > 1 { passes = (passes + workers - 1) / workers * workers }
-            var starts: [Int] = [], sizes: [Int] = []
+            let workers = sideBySide ? max(1, min(threads, n / Session.minCubesPerWorker)) : 1
+            let sizes = Session.passSizes(n, sideBySide: sideBySide)
+            var starts: [Int] = []
             var start = 0
-            for pass in 0..<passes {
-                let batch = (n - start) / (passes - pass)
+            for size in sizes {
                 starts.append(start)
-                sizes.append(batch)
-                start += batch
+                start += size
             }
             if workers <= 1 {
                 // Too few cubes to share out: a narrow model's student and
                 // teacher, about equal work, then run side by side instead.
                 let networksSideBySide = sideBySide && threads >= 2
                 if networksSideBySide { try addWorkspaces(2) }
-                for pass in 0..<passes {
+                for pass in starts.indices {
                     try scoreMicroBatch(input, start: starts[pass], batch: sizes[pass], outputs: outputs, workspace: workspaces[0],
                                         teacherWorkspace: networksSideBySide ? workspaces[1] : nil)
                 }
                 return
             }
+            // Each thread a run of passes with about n / workers cubes: a
+            // pass goes to the thread whose share holds its middle cube.
+            var groups: [Range<Int>] = []
+            var first = 0
+            for w in 0..<workers {
+                var end = first
+                while end < sizes.count && (2 * starts[end] + sizes[end]) * workers < 2 * n * (w + 1) { end += 1 }
+                groups.append(first..<(w == workers - 1 ? sizes.count : end))
+                first = end
+            }
             try addWorkspaces(workers)
-            try scoreSideBySide(input, starts: starts, sizes: sizes, outputs: outputs, workers: workers)
+            try scoreSideBySide(input, starts: starts, sizes: sizes, groups: groups, outputs: outputs)
         }
+    }
+
+    /// Cubes per pass for a call of n, the same on any thread count (a
+    /// cube's scores depend in the last bits on its pass's size, which picks
+    /// the small maps' kernels): micro-batches of 16, whose Winograd tiles go
+    /// in image-interleaved order (passes of 11-15 scored the edge models
+    /// 6-10% slower), with the last 16 + r cubes in two near-equal passes
+    /// rather than 16 and a lone few whose GEMMs are too narrow to use the
+    /// cores (a frame's 17 objects: 9 + 8). Models scored side by side plan
+    /// each half of the call so, one half per thread on two threads.
+    static func passSizes(_ n: Int, sideBySide: Bool) -> [Int] {
+        if sideBySide && n >= 2 * minCubesPerWorker {
+            return passSizes((n + 1) / 2, sideBySide: false) + passSizes(n / 2, sideBySide: false)
+        }
+        let m = microBatch
+        if n <= 0 { return [] }
+        if n <= m { return [n] }
+        if n % m == 0 { return Array(repeating: m, count: n / m) }
+        let full = n / m - 1, rest = n - full * m
+        return Array(repeating: m, count: full) + [(rest + 1) / 2, rest / 2]
     }
 
     private func addWorkspaces(_ count: Int) throws {
         while workspaces.count < count { workspaces.append(try Workspace(scratchFloats: Workspace.narrowScratchFloats)) }
     }
 
-    /// What the threads of a side-by-side call share: each pass's error slot
-    /// is written by the one thread that runs the pass.
+    /// What the threads of a side-by-side call share: thread w runs the
+    /// passes of groups[w], and each pass's error slot is written by the one
+    /// thread that runs the pass.
     private final class SideBySide {
         let session: Session
         let input: CubeInput
         let outputs: ScoreOutputs
-        let starts: [Int], sizes: [Int]
+        let starts: [Int], sizes: [Int], groups: [Range<Int>]
         let errors: UnsafeMutableBufferPointer<Error?>
 
-        init(session: Session, input: CubeInput, outputs: ScoreOutputs, starts: [Int], sizes: [Int]) {
+        init(session: Session, input: CubeInput, outputs: ScoreOutputs, starts: [Int], sizes: [Int], groups: [Range<Int>]) {
             self.session = session
             self.input = input
             self.outputs = outputs
             self.starts = starts
             self.sizes = sizes
+            self.groups = groups
             errors = .allocate(capacity: starts.count)
             errors.initialize(repeating: nil)
         }
@@ -158,18 +184,21 @@ public final class Session: @unchecked Sendable {
         }
     }
 
-    private func scoreSideBySide(_ input: CubeInput, starts: [Int], sizes: [Int], outputs: ScoreOutputs, workers: Int) throws {
-        let shared = SideBySide(session: self, input: input, outputs: outputs, starts: starts, sizes: sizes)
+    private func scoreSideBySide(_ input: CubeInput, starts: [Int], sizes: [Int], groups: [Range<Int>], outputs: ScoreOutputs) throws {
+        let shared = SideBySide(session: self, input: input, outputs: outputs, starts: starts, sizes: sizes, groups: groups)
         let context = Unmanaged.passUnretained(shared).toOpaque()
         withExtendedLifetime(shared) {
-            pkk_parallel_tasks(starts.count, Int32(workers), { pass, worker, context in
+            pkk_parallel_tasks(groups.count, Int32(groups.count), { group, worker, context in
                 let shared = Unmanaged<SideBySide>.fromOpaque(context!).takeUnretainedValue()
-                let session = shared.session, p = Int(pass)
-                do {
-                    try session.scoreMicroBatch(shared.input, start: shared.starts[p], batch: shared.sizes[p],
-                                                outputs: shared.outputs, workspace: session.workspaces[Int(worker)])
-                } catch {
-                    shared.errors[p] = error
+                let session = shared.session
+                for p in shared.groups[Int(group)] {
+                    do {
+                        try session.scoreMicroBatch(shared.input, start: shared.starts[p], batch: shared.sizes[p],
+                                                    outputs: shared.outputs, workspace: session.workspaces[Int(worker)])
+                    } catch {
+                        shared.errors[p] = error
+                        return
+                    }
                 }
             }, context)
         }
