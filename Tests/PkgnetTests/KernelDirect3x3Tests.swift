@@ -16,18 +16,12 @@ final class KernelDirect3x3Tests: KernelTestCase {
         ConvCase(cin: 5, cout: 1, batch: 1, h: 12, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
     ]
 
-    private static func arranged(_ c: ConvCase, _ weight: [Float]) -> [Float] {
-        var s = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(c.cin), Int32(c.cout)))
-        pkk_winograd_arrange_weights(weight, Int32(c.cin), Int32(c.cout), &s)
-        return s
-    }
-
     /// The convolution with `scratchFloats` of garbage-filled scratch
     /// `offset` floats past a 64-byte boundary, into y (NaN-filled, or the
     /// residual itself when `inPlace`); nil when it declined, y then untouched.
     private static func conv(_ c: ConvCase, x: [Float], weight: [Float], bias: [Float]?, residual: [Float]?,
                              scratchFloats: Int, offset: Int = 0, inPlace: Bool = false) -> [Float]? {
-        let s = arranged(c, weight)
+        let s = winogradArranged(c, weight)
         let start = inPlace ? residual! : [Float](repeating: .nan, count: c.cout * c.batch * c.h * c.w)
         var y = start
         let allocated = UnsafeMutablePointer<Float>.allocate(capacity: scratchFloats + offset + 16)

@@ -36,13 +36,6 @@ final class KernelWinogradTests: KernelTestCase {
         return Inputs(x: x, weight: weight, bias: bias, residual: residual)
     }
 
-    /// The weights as the kernels read them.
-    private static func arranged(_ c: ConvCase, _ weight: [Float]) -> [Float] {
-        var s = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(c.cin), Int32(c.cout)))
-        pkk_winograd_arrange_weights(weight, Int32(c.cin), Int32(c.cout), &s)
-        return s
-    }
-
     /// Runs Winograd (or, with `packed`, the packed GEMM) on the arranged
     /// weights with `scratchFloats` of garbage-filled scratch that starts
     /// `offset` floats past a 64-byte boundary; nil when it declined (y must
@@ -55,7 +48,7 @@ final class KernelWinogradTests: KernelTestCase {
         defer { allocated.deallocate() }
         let scratch = allocated + offset
         scratch.initialize(repeating: 1e30, count: max(scratchFloats, 1))
-        let s = arranged(c, input.weight)
+        let s = winogradArranged(c, input.weight)
         let done = withOptionalPointer(input.bias) { biasPtr in
             withOptionalPointer(input.residual) { residualPtr in
                 if let packed {
