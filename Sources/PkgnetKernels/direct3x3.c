@@ -36,6 +36,7 @@
 
 #define PKK_DC_ROWS 4      /* output channels per block: the arrangement's block rows */
 #define PKK_DC_VECTORS 4   /* 16-float output vectors per block */
+#define PKK_DC_OUTPUTS 64  /* outputs per block: 4 rows of a 16-wide map, 2 of a 32-wide one */
 #define PKK_DC_LEFT 16     /* zero floats before each padded row */
 
 /* Floats from one padded row to the next, and of one padded plane: h + 2
@@ -87,13 +88,14 @@ PKK_AVX512 static void pkk_dc_pad(const pkk_dc_args *a, int b, float *pad)
 }
 
 /* One block: output channels 4 cb .. 4 cb + 3 at `rows` whole output rows
- * from oy of image b (padded in pad), 4 / rows vectors of 16 each. Inlined with `rows` constant, and with it the image's width and
- * the padded rows' pitch, so that every load is a fixed offset from the
- * input channel's row pointer or its weights. */
+ * from oy of image b (padded in pad), 4 / rows vectors of 16 each. Inlined
+ * with `rows` constant, and with it the image's width and the padded rows'
+ * pitch, so that every load is a fixed offset from the input channel's row
+ * pointer or its weights. */
 static inline __attribute__((always_inline)) void pkk_dc_block(const pkk_dc_args *a, const float *pad, int b, int cb,
                                                                int oy, int rows)
 {
-    const int w = 64 / rows, cin = a->cin, per_row = PKK_DC_VECTORS / rows;
+    const int w = PKK_DC_OUTPUTS / rows, cin = a->cin, per_row = PKK_DC_VECTORS / rows;
     const size_t pitch = pkk_dc_pitch(w), plane = pkk_dc_plane(a->h, w);
     pkk_v16 acc[PKK_DC_ROWS][PKK_DC_VECTORS];
     for (int r = 0; r < PKK_DC_ROWS; r++)
@@ -131,14 +133,13 @@ static inline __attribute__((always_inline)) void pkk_dc_block(const pkk_dc_args
  * slots), in order: (image, channel block, output block), output blocks
  * fastest, so consecutive items share their weights and the rows they
  * read. The thread pads each image it meets once, into slot lo's buffer (a
- * thread runs its slots one after another). A block is 4 rows of a 16-wide
- * image or 2 rows of a 32-wide one. */
+ * thread runs its slots one after another). */
 PKK_AVX512 static void pkk_dc_slots(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
     const pkk_dc_args *a = args;
     float *pad = a->pads + (size_t)lo * a->cin * pkk_dc_plane(a->h, a->w);
-    const int cblocks = (a->cout + PKK_DC_ROWS - 1) / PKK_DC_ROWS, rows = 64 / a->w;
+    const int cblocks = (a->cout + PKK_DC_ROWS - 1) / PKK_DC_ROWS, rows = PKK_DC_OUTPUTS / a->w;
     int padded = -1;
     for (long i = lo * a->items / a->slots; i < hi * a->items / a->slots; i++) {
         const int ob = (int)(i % a->blocks), b = (int)(i / a->blocks / cblocks), cb = (int)(i / a->blocks % cblocks);
@@ -169,10 +170,11 @@ int pkk_conv3x3_direct(const float *x, int cin, int batch, int h, int w, const f
     if (!pkk_conv3x3_direct_takes(cin, cout, batch, h, w)) return 0;
     const size_t weight_floats = pkk_dc_weight_floats(cin, cout), per_image = (size_t)cin * pkk_dc_plane(h, w);
     if (((uintptr_t)scratch & 3) != 0 || scratch_floats < pkk_conv3x3_direct_scratch_floats(cin, cout, h, w, 1)) return 0;
-    const int blocks = w * h / (16 * PKK_DC_VECTORS), cblocks = (cout + PKK_DC_ROWS - 1) / PKK_DC_ROWS;
+    const int blocks = w * h / PKK_DC_OUTPUTS, cblocks = (cout + PKK_DC_ROWS - 1) / PKK_DC_ROWS;
     const long items = (long)batch * cblocks * blocks;
+    const size_t work = (size_t)items * PKK_DC_OUTPUTS * 9 * (size_t)cin; /* a quarter of the multiply-adds */
     /* One slot per thread (or as many as the scratch holds buffers for). */
-    long slots = pkk_run_threads(items, (size_t)items * 64 * 9 * (size_t)cin);
+    long slots = pkk_run_threads(items, work);
     const size_t fit = (scratch_floats - 15 - weight_floats) / per_image;
     if ((size_t)slots > fit) slots = (long)fit;
     /* The arrangement s[k][cb][ci][r] (taps tap_stride apart), regrouped
@@ -187,6 +189,6 @@ int pkk_conv3x3_direct(const float *x, int cin, int batch, int h, int w, const f
                         s[(size_t)k * tap_stride + ((size_t)cb * cin + ci) * PKK_DC_ROWS + r];
     const pkk_dc_args a = { x, bias, residual, weights, y, weights + weight_floats, cin, cout, batch, h, w, relu,
                             items, slots, blocks };
-    pkk_run(slots, (size_t)items * 64 * 9 * (size_t)cin, pkk_dc_slots, &a);
+    pkk_run(slots, work, pkk_dc_slots, &a);
     return 1;
 }

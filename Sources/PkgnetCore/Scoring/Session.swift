@@ -99,7 +99,7 @@ public final class Session: @unchecked Sendable {
             // Side by side when every thread gets a few cubes: each thread
             // runs whole micro-batches alone, so no layer waits for the other
             // threads, which costs the narrow models most of a second core.
-            let workers = sideBySide ? max(1, min(threads, n / Session.minCubesPerWorker)) : 1
+            let workers = sideBySide ? min(threads, n / Session.minCubesPerWorker) : 1
             let sizes = Session.passSizes(n, sideBySide: sideBySide)
             var starts: [Int] = []
             var start = 0
