@@ -52,6 +52,7 @@
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
 #include "pkk_microkernel.h"
+#include "pkk_winograd.h"
 
 #include <omp.h>
 #include <stdint.h>
@@ -159,22 +160,6 @@ void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float 
     pkk_weight_source source = { weight, PKK_DTYPE_F32, NULL, 0 };
     pkk_winograd_arrange_source(&source, cin, cout, s);
 }
-
-/* out[k*so] = (G in)[k*s] for k = 0..5: G's rows (1/4, 0, 0), -(1, 1, 1)/6,
- * -(1, -1, 1)/6, (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1), with
- * the shared sums taken once. In float: each constant is rounded once, a
- * relative error below the products' own rounding. */
-#define PKK_WG_G(T, in, s, out, so)                                                                          \
-    do {                                                                                                     \
-        const T i0 = (in)[0], i1 = (in)[s], i2 = (in)[2 * (s)];                                              \
-        const T e = i0 + i2, f = i0 * (1.0f / 24) + i2 * (1.0f / 6), h = i1 * (1.0f / 12);                   \
-        (out)[0] = i0 * 0.25f;                                                                               \
-        (out)[so] = (e + i1) * (-1.0f / 6);                                                                  \
-        (out)[2 * (so)] = (e - i1) * (-1.0f / 6);                                                            \
-        (out)[3 * (so)] = f + h;                                                                             \
-        (out)[4 * (so)] = f - h;                                                                             \
-        (out)[5 * (so)] = i2;                                                                                \
-    } while (0)
 
 /* u[p - p0][e] = (G g G^T)[p] for the points p in [p0, p1), with g[k] =
  * s[k * tap_stride + e] for the `count` elements e, 16 at a time (a last
@@ -520,20 +505,6 @@ static inline __attribute__((always_inline)) void pkk_wg_gather(const pkk_wg_arg
     }
 }
 
-/* out[k*so] = (B^T in)[k*s] for k = 0..5, lane by lane, on vectors of type
- * T (8 or 16 floats). */
-#define PKK_WG_BT(T, in, s, out, so)                                                                         \
-    do {                                                                                                     \
-        const T i0 = (in)[0], i1 = (in)[s], i2 = (in)[2 * (s)], i3 = (in)[3 * (s)], i4 = (in)[4 * (s)],       \
-                i5 = (in)[5 * (s)];                                                                          \
-        (out)[0] = 4.0f * i0 - 5.0f * i2 + i4;                                                               \
-        (out)[so] = -4.0f * (i1 + i2) + (i3 + i4);                                                           \
-        (out)[2 * (so)] = 4.0f * (i1 - i2) + (i4 - i3);                                                      \
-        (out)[3 * (so)] = 2.0f * (i3 - i1) + (i4 - i2);                                                      \
-        (out)[4 * (so)] = 2.0f * (i1 - i3) + (i4 - i2);                                                      \
-        (out)[5 * (so)] = 4.0f * i1 - 5.0f * i3 + i5;                                                        \
-    } while (0)
-
 static inline __attribute__((always_inline)) void pkk_wg_bt(const pkk_v8 *in, int s, pkk_v8 *out, int so)
 {
     PKK_WG_BT(pkk_v8, in, s, out, so);
@@ -743,19 +714,6 @@ PKK_AVX512 static void pkk_wg_products_avx512(long lo, long hi, int thread, cons
 }
 
 /* ---- output transform ---- */
-
-/* out[k*so] = (A^T in)[k*s] for k = 0..3, lane by lane, on vectors of type
- * T (8 or 16 floats). */
-#define PKK_WG_AT(T, in, s, out, so)                                                                         \
-    do {                                                                                                     \
-        const T i0 = (in)[0], i1 = (in)[s], i2 = (in)[2 * (s)], i3 = (in)[3 * (s)], i4 = (in)[4 * (s)],       \
-                i5 = (in)[5 * (s)];                                                                          \
-        const T s12 = i1 + i2, d12 = i1 - i2, s34 = i3 + i4, d34 = i3 - i4;                                  \
-        (out)[0] = i0 + s12 + s34;                                                                           \
-        (out)[so] = d12 + 2.0f * d34;                                                                        \
-        (out)[2 * (so)] = s12 + 4.0f * s34;                                                                  \
-        (out)[3 * (so)] = d12 + 8.0f * d34 + i5;                                                             \
-    } while (0)
 
 static inline __attribute__((always_inline)) void pkk_wg_at(const pkk_v8 *in, int s, pkk_v8 *out, int so)
 {

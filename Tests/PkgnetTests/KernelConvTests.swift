@@ -14,7 +14,7 @@ struct ConvCase: CustomStringConvertible, Sendable {
 }
 
 /// A 3x3 convolution's weights [cout][cin][3][3] arranged as the Winograd,
-/// packed and direct kernels read them (pkk_winograd_arrange_weights).
+/// packed and 1-D Winograd kernels read them (pkk_winograd_arrange_weights).
 func winogradArranged(_ c: ConvCase, _ weight: [Float]) -> [Float] {
     var s = [Float](repeating: .nan, count: pkk_winograd_weight_floats(Int32(c.cin), Int32(c.cout)))
     pkk_winograd_arrange_weights(weight, Int32(c.cin), Int32(c.cout), &s)

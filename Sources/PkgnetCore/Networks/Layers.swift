@@ -49,7 +49,7 @@ struct Conv2D {
     /// Set for 3x3 stride-1 pad-1 ungrouped convolutions, which run as
     /// Winograd F(4x4, 3x3) where the batch has enough tiles, else as a GEMM
     /// over the same arranged weights (pkk_conv3x3_packed); narrow ones the
-    /// direct kernel takes (pkk_conv3x3_direct_takes) run there instead.
+    /// 1-D Winograd kernel takes (pkk_conv3x3_winograd_1d_takes) run there.
     let winograd: Bool
     /// The weights packed for the C GEMM, for the other ungrouped
     /// convolutions (made at load), and for Winograd ones with 16 or 32 output
@@ -118,10 +118,10 @@ struct Conv2D {
                                        packed.cache, b.baseAddress, Int32(cout), residual?.data, relu ? 1 : 0, y.data,
                                        scratch.data, scratch.count) != 0
                 }
-                if pkk_conv3x3_direct_takes(Int32(cin), Int32(cout), Int32(batch), Int32(x.size), Int32(x.size)) != 0,
-                   pkk_conv3x3_direct(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size), w.baseAddress,
-                                      b.baseAddress, Int32(cout), residual?.data, relu ? 1 : 0, y.data,
-                                      scratch.data, scratch.count) != 0 {
+                if pkk_conv3x3_winograd_1d_takes(Int32(cin), Int32(cout), Int32(batch), Int32(x.size), Int32(x.size)) != 0,
+                   pkk_conv3x3_winograd_1d(x.data, Int32(cin), Int32(batch), Int32(x.size), Int32(x.size), w.baseAddress,
+                                            b.baseAddress, Int32(cout), residual?.data, relu ? 1 : 0, y.data,
+                                            scratch.data, scratch.count) != 0 {
                     return true
                 }
                 let tiles = batch * ((x.size + 3) / 4) * ((x.size + 3) / 4)

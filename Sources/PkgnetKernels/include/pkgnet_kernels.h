@@ -206,22 +206,23 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
                        size_t scratch_floats);
 
 /*
- * The same convolution, from the same arranged weights, as a direct
- * convolution in registers (direct3x3.c) for narrow layers, where
- * Winograd's transforms cost more than the multiplications they save.
- * pkk_conv3x3_direct_takes: whether it runs the shape on this CPU
- * (AVX-512; at most 32 output channels, in blocks of 4; 32-wide maps of an
- * even height, or 16-wide ones of a height divisible by 4, one image) and is
- * the faster choice there. The scratch holds the weights regrouped and, per
- * thread, a padded copy of one image's planes:
- * pkk_conv3x3_direct_scratch_floats for `images` threads (1: the least it
- * runs with). Returns 1 when y is written, 0 when it declined (shape not
- * taken, or scratch below one image). y may be the residual.
+ * The same convolution, from the same arranged weights, as Winograd F(4, 3)
+ * down the columns and direct across them (winograd_1d.c), for narrow
+ * layers, where the 2-D kernel's transforms cost more than the products
+ * they save. pkk_conv3x3_winograd_1d_takes: whether it runs the shape on
+ * this CPU (AVX-512; at most 32 output channels, in blocks of 4; 32-wide
+ * maps of a height divisible by 8, or 16-wide ones of a height divisible by
+ * 16) and is the faster choice there. The scratch holds the transformed
+ * weights and, per thread, the transformed rows of a group of tiles and
+ * their products: pkk_conv3x3_winograd_1d_scratch_floats for `threads`
+ * threads (1: the least it runs with). Returns 1 when y is written, 0 when
+ * it declined (shape not taken, or scratch below one thread's). y may be
+ * the residual.
  */
-int pkk_conv3x3_direct_takes(int cin, int cout, int batch, int h, int w);
-size_t pkk_conv3x3_direct_scratch_floats(int cin, int cout, int h, int w, int images);
-int pkk_conv3x3_direct(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias, int cout,
-                       const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
+int pkk_conv3x3_winograd_1d_takes(int cin, int cout, int batch, int h, int w);
+size_t pkk_conv3x3_winograd_1d_scratch_floats(int cin, int cout, int h, int w, int threads);
+int pkk_conv3x3_winograd_1d(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias,
+                            int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
 
 /* Floats of scratch a conv_transpose2d needs for `cols` input columns per tile. */
 size_t pkk_conv_transpose2d_scratch_floats(int cout, int kernel, int cols);

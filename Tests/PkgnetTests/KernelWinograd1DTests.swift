@@ -1,19 +1,21 @@
-// The direct 3x3 convolution of narrow layers (direct3x3.c) against the naive
-// Double convolution of KernelConvTests.
+// The 1-D Winograd 3x3 convolution of narrow layers (winograd_1d.c) against
+// the naive Double convolution of KernelConvTests.
 import XCTest
 import PkgnetKernels
 
-final class KernelDirect3x3Tests: KernelTestCase {
+final class KernelWinograd1DTests: KernelTestCase {
     /// Output channels 16 and 32 (the edge widths), 13 (a last block of 4
     /// with 3 rows past cout), 4 and 1; one input channel and many; both
-    /// block shapes (4 rows of 16, 2 rows of 32); images of one block and
-    /// tall ones; batches of 1 (and 3 on 32-wide maps).
+    /// group shapes (2 tiles of 32-wide rows, 4 of 16-wide ones); images of
+    /// one group and tall ones; a single 16x16 image (one group, so the
+    /// threads share its output channels); batches of 1 to 3.
     private let cases: [ConvCase] = [
         ConvCase(cin: 16, cout: 16, batch: 3, h: 32, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
         ConvCase(cin: 32, cout: 32, batch: 1, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
-        ConvCase(cin: 1, cout: 13, batch: 1, h: 2, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: false),
-        ConvCase(cin: 64, cout: 4, batch: 1, h: 4, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
-        ConvCase(cin: 5, cout: 1, batch: 1, h: 12, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 1, cout: 13, batch: 1, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: false),
+        ConvCase(cin: 64, cout: 4, batch: 2, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
+        ConvCase(cin: 5, cout: 1, batch: 1, h: 48, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 12, cout: 16, batch: 2, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
     ]
 
     /// The convolution with `scratchFloats` of garbage-filled scratch
@@ -31,9 +33,9 @@ final class KernelDirect3x3Tests: KernelTestCase {
         let done = withOptionalPointer(bias) { biasPtr in
             y.withUnsafeMutableBufferPointer { out in
                 withOptionalPointer(inPlace ? nil : residual) { residualPtr in
-                    pkk_conv3x3_direct(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), s, biasPtr, Int32(c.cout),
-                                       inPlace ? UnsafePointer(out.baseAddress) : residualPtr, c.relu ? 1 : 0,
-                                       out.baseAddress, scratch, scratchFloats)
+                    pkk_conv3x3_winograd_1d(x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), s, biasPtr,
+                                            Int32(c.cout), inPlace ? UnsafePointer(out.baseAddress) : residualPtr,
+                                            c.relu ? 1 : 0, out.baseAddress, scratch, scratchFloats)
                 }
             }
         }
@@ -45,11 +47,11 @@ final class KernelDirect3x3Tests: KernelTestCase {
     }
 
     func testMatchesNaiveConvolution() throws {
-        guard pkk_allow_avx512(1) != 0 else { throw XCTSkip("the direct kernel needs AVX-512, which this CPU lacks") }
+        guard pkk_allow_avx512(1) != 0 else { throw XCTSkip("the 1-D Winograd kernel needs AVX-512, which this CPU lacks") }
         for threads: Int32 in [1, 2] {
             pkk_set_threads(threads)
             for (i, c) in cases.enumerated() {
-                XCTAssertEqual(pkk_conv3x3_direct_takes(Int32(c.cin), Int32(c.cout), Int32(c.batch), Int32(c.h), Int32(c.w)), 1, "\(c)")
+                XCTAssertEqual(pkk_conv3x3_winograd_1d_takes(Int32(c.cin), Int32(c.cout), Int32(c.batch), Int32(c.h), Int32(c.w)), 1, "\(c)")
                 var rng = KernelRNG(seed: UInt64(900 + i))
                 let x = rng.floats(c.cin * c.batch * c.h * c.w)
                 let scale = Float(1 / Double(c.cin * 9).squareRoot())
@@ -57,40 +59,39 @@ final class KernelDirect3x3Tests: KernelTestCase {
                 let bias = c.bias ? rng.floats(c.cout) : nil
                 let residual = c.residual ? rng.floats(c.cout * c.batch * c.h * c.w) : nil
                 let expected = referenceConv2d(c, x: x, weight: weight, bias: bias, residual: residual)
-                let oneImage = Int(pkk_conv3x3_direct_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 1))
-                let perThread = Int(pkk_conv3x3_direct_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 2))
+                let oneThread = Int(pkk_conv3x3_winograd_1d_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 1))
+                let perThread = Int(pkk_conv3x3_winograd_1d_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 2))
                 // A buffer per thread, and one buffer that the threads'
                 // shares of the work run through in turn, from scratch that
                 // starts off a 64-byte line.
-                for (scratch, offset) in [(perThread, 0), (oneImage, 3)] {
+                for (scratch, offset) in [(perThread, 0), (oneThread, 3)] {
                     let y = Self.conv(c, x: x, weight: weight, bias: bias, residual: residual, scratchFloats: scratch, offset: offset)
                     XCTAssertNotNil(y, "\(c): declined with \(scratch) floats of scratch")
-                    if let y { assertClose(y, expected, rel: 1e-5, "direct \(c) scratch \(scratch) threads \(threads)") }
+                    if let y { assertClose(y, expected, rel: 1e-5, "winograd 1-D \(c) scratch \(scratch) threads \(threads)") }
                 }
                 if c.residual {
                     let y = Self.conv(c, x: x, weight: weight, bias: bias, residual: residual, scratchFloats: perThread, inPlace: true)
-                    if let y { assertClose(y, expected, rel: 1e-5, "direct \(c) in place threads \(threads)") }
+                    if let y { assertClose(y, expected, rel: 1e-5, "winograd 1-D \(c) in place threads \(threads)") }
                 }
-                XCTAssertNil(Self.conv(c, x: x, weight: weight, bias: bias, residual: residual, scratchFloats: oneImage - 1),
-                             "\(c): ran with less scratch than one image")
+                XCTAssertNil(Self.conv(c, x: x, weight: weight, bias: bias, residual: residual, scratchFloats: oneThread - 1),
+                             "\(c): ran with less scratch than one thread needs")
             }
         }
         pkk_set_threads(0)
     }
 
     func testDeclinesShapesItDoesNotTake() {
-        // Rows of 8, 20, 48 and 64 outputs, heights that leave a part block,
-        // output channels in blocks of 6 (64) or past 32, 16-wide maps of
-        // more than one image (Winograd's).
-        for (cin, cout, batch, h, w) in [(16, 16, 1, 8, 8), (16, 16, 1, 32, 20), (16, 16, 1, 32, 48), (16, 16, 1, 4, 64), (16, 16, 1, 1, 16),
-                                         (16, 16, 1, 6, 16), (16, 16, 1, 3, 32), (16, 64, 1, 32, 32), (16, 48, 1, 32, 32),
-                                         (32, 32, 2, 16, 16)] {
-            XCTAssertEqual(pkk_conv3x3_direct_takes(Int32(cin), Int32(cout), Int32(batch), Int32(h), Int32(w)), 0,
+        // Widths other than 16 and 32, heights that leave a part group,
+        // output channels in blocks of 6 (64) or past 32.
+        for (cin, cout, batch, h, w) in [(16, 16, 1, 8, 8), (16, 16, 1, 32, 20), (16, 16, 1, 32, 48), (16, 16, 1, 8, 64), (16, 16, 1, 1, 16),
+                                         (16, 16, 1, 8, 16), (16, 16, 1, 4, 32), (16, 16, 1, 12, 32), (16, 64, 1, 32, 32),
+                                         (16, 48, 1, 32, 32), (32, 36, 2, 16, 16)] {
+            XCTAssertEqual(pkk_conv3x3_winograd_1d_takes(Int32(cin), Int32(cout), Int32(batch), Int32(h), Int32(w)), 0,
                            "\(cin)->\(cout) \(batch)x\(h)x\(w)")
         }
         forEachKernelPath { path in
-            let takes = pkk_conv3x3_direct_takes(16, 16, 1, 32, 32) != 0
-            XCTAssertEqual(takes, path == "AVX-512", "\(path): the direct kernel runs with AVX-512 only")
+            let takes = pkk_conv3x3_winograd_1d_takes(16, 16, 1, 32, 32) != 0
+            XCTAssertEqual(takes, path == "AVX-512", "\(path): the 1-D Winograd kernel runs with AVX-512 only")
         }
     }
 }
