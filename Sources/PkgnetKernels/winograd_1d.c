@@ -1,104 +1,110 @@
 /*
- * 3x3 stride-1 pad-1 convolution for narrow layers (AVX-512) as Winograd
- * F(4, 3) down the columns and direct across them.
+ * 3x3 stride-1 pad-1 convolution (AVX-512) on 32- and 16-wide maps as
+ * Winograd F(4, 3) down the columns and direct across them.
  *
- * With 16 output channels on 32x32 maps (the edge students' outer layers,
- * the CIFAR ResNet teachers' first stage) the 2-D F(4x4, 3x3) kernel's
- * transforms cost more than the products they save: they need the tiles'
- * 6x6 patches gathered across rows. In one dimension nothing is gathered.
- * For a fixed column tap kx, output rows 4t..4t+3 of a column are the 1-D
- * convolution of input rows 4t-1..4t+4 with the column of weights
- * g[0..2][kx]; F(4, 3) computes them as A^T [(G g) . (B^T d)], 6 products
- * instead of 12. A vector of 16 columns goes through the transforms at
- * once, whole rows in, whole rows out:
+ * The 2-D F(4x4, 3x3) kernel (winograd.c) does a quarter of the direct
+ * convolution's products, but its transforms gather each tile's 6x6 patch
+ * across rows and transpose, and on narrow layers (16 output channels on
+ * 32x32 maps: the edge students' outer layers, the CIFAR ResNet teachers'
+ * first stage) they cost more than the products they save. In one
+ * dimension nothing is gathered. For a fixed column tap kx, output rows
+ * 4t..4t+3 of a column are the 1-D convolution of input rows 4t-1..4t+4
+ * with the column of weights g[0..2][kx]; F(4, 3) computes them as
+ * A^T [(G g) . (B^T d)], 6 products instead of 12. A vector of 16 columns
+ * goes through the transforms at once, whole rows in, whole rows out:
  *     y[4t + j][c] = sum_p A^T[j][p] sum_{ci,kx} U[p][ci][kx] V[p][ci][c + kx - 1]
  * with V[p] = (B^T d)[p] over all columns. Since B^T works on each column
  * alone, the column shift kx - 1 moves to the products, which read V one
- * column left or right (V keeps zero columns at both ends): one input
- * transform per input channel, not three.
+ * column left or right (masked loads supply the zero padding at the rows'
+ * ends): one input transform per input channel, not three.
  *
  * Work items are groups of 4 vectors of output rows (2 tiles of 4 rows of a
  * 32-wide map, 4 tiles of a 16-wide one) of one image, and, where a call
  * has fewer groups than threads, a share of the output channels. Per item:
  * the input transform reads the image's rows straight from x (the rows
  * above and below the map are zeros) into V, in the thread's own buffer
- * (36-72 KiB: L1 and L2); the products, per point p, are the 4 x 64 register
- * block of the direct convolution with the weights U[p] (4 output channels
- * x 4 vectors, 16 accumulators; per input channel and tap, 4 weight
- * broadcasts, 4 loads, 16 FMAs) into M; the output transform writes y with
- * bias, residual and ReLU. 18 products per output and channel pair instead
- * of the direct convolution's 36; single threaded 1.3-1.5x the direct
- * kernel's speed on those layers, and 1.1-1.2x the 2-D kernel's on 16x16
- * maps with 32 output channels.
+ * (256 bytes per point and input channel: L1 for up to 128); the products,
+ * per point p, are a register block of mr = 4 or 6 output channels (the
+ * arrangement's blocks) x 4 vectors with the weights U[p] (per input
+ * channel and tap, mr weight broadcasts, 4 loads, 4 mr FMAs) into M; the
+ * output transform writes y with bias, residual and ReLU. 18 products per
+ * output and channel pair against the 2-D kernel's 9 and the direct
+ * convolution's 36, at a larger share of the FMA peak than either.
  *
  * U = G g along the kernel's rows comes from the Winograd arrangement the
  * model keeps (pkk_winograd_arrange_weights), transformed per call into
- * the scratch (at most 36K floats, element-wise over the arrangement's
- * contiguous runs).
+ * the scratch (element-wise over the arrangement's contiguous runs; twice
+ * the 3x3 weights, read once per group, while the whole model keeps one
+ * copy of its weights).
  *
  * Numerics: the transforms of winograd.c along one axis instead of two, so
  * values grow by their norms once, not twice: each output is within a few
  * ulps of its magnitude of the direct definition. Each output is summed by
- * one thread in a fixed order (input channel, then tap), whatever the
- * thread count or the share of channels: the same bits on any thread count.
+ * one thread in a fixed order (tap column, then input channel), whatever
+ * the thread count or the share of channels: the same bits on any thread
+ * count.
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"
 #include "pkk_microkernel.h"
 #include "pkk_winograd.h"
 
+#include <immintrin.h>
 #include <stdint.h>
 
-#define PKK_W1_ROWS 4   /* output channels per register block: the arrangement's block rows */
 #define PKK_W1_VECS 4   /* 16-float vectors of output rows per group */
 #define PKK_W1_POINTS 6 /* F(4, 3): 6 products for 4 outputs */
-#define PKK_W1_EDGE 16  /* zero floats before each row of V (one vector, so that rows stay on 64-byte lines) */
 
 /* Measured against the 2-D kernel (and a direct convolution in registers,
- * which this replaced) on the edge models' shapes, 1 and 2 threads: 32-wide
- * maps at any batch, 16-wide ones with at most 32 output channels. */
+ * which this replaced) on the students' shapes, 1 and 2 threads, batches
+ * of 1 to 16: 32-wide maps win at any width (1.1-2.6x), 16-wide ones up to
+ * 64 output channels (1.05-1.6x); with 128 the 2-D kernel's fewer products
+ * win (1.05-1.3x). */
 int pkk_conv3x3_winograd_1d_takes(int cin, int cout, int batch, int h, int w)
 {
-    if (!pkk_use_avx512() || cin <= 0 || cout <= 0 || cout > 32 || batch <= 0 || h <= 0) return 0;
-    if (pkk_winograd_block_rows(cout) != PKK_W1_ROWS) return 0;
-    return (w == 32 && h % 8 == 0) || (w == 16 && h % 16 == 0);
+    if (!pkk_use_avx512() || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0) return 0;
+    return (w == 32 && h % 8 == 0) || (w == 16 && h % 16 == 0 && cout <= 64);
 }
 
-/* Floats of V, [6][cin][tiles][16 zeros, w floats] and 16 more zeros (the
- * right neighbour of the last row), and of M, [6][cout rows][4][16]. */
-static size_t pkk_w1_v_floats(int cin, int w)
+/* Floats of V, [6][cin][tiles][w] (a group's 4 vectors per point and input
+ * channel), and of M, [6][cout rows][4][16]. */
+static size_t pkk_w1_v_floats(int cin) { return (size_t)PKK_W1_POINTS * (size_t)cin * PKK_W1_VECS * 16; }
+/* Output channels rounded up to whole register blocks of the arrangement's
+ * 4 or 6 rows (pkk_winograd_block_rows). */
+static size_t pkk_w1_rows(int cout)
 {
-    const size_t tiles = PKK_W1_VECS / ((size_t)w / 16);
-    return PKK_W1_POINTS * ((size_t)cin * tiles * ((size_t)w + PKK_W1_EDGE) + PKK_W1_EDGE);
+    const int mr = pkk_winograd_block_rows(cout);
+    return (size_t)(cout + mr - 1) / mr * mr;
 }
-static size_t pkk_w1_m_floats(int cout) { return (size_t)PKK_W1_POINTS * ((cout + 3) / 4 * 4) * PKK_W1_VECS * 16; }
+static size_t pkk_w1_m_floats(int cout) { return PKK_W1_POINTS * pkk_w1_rows(cout) * PKK_W1_VECS * 16; }
 static size_t pkk_w1_u_floats(int cin, int cout)
 {
-    return ((size_t)PKK_W1_POINTS * ((cout + 3) / 4 * 4) * 3 * (size_t)cin + 15) / 16 * 16;
+    return (PKK_W1_POINTS * pkk_w1_rows(cout) * 3 * (size_t)cin + 15) / 16 * 16;
 }
 
 size_t pkk_conv3x3_winograd_1d_scratch_floats(int cin, int cout, int h, int w, int threads)
 {
     (void)h;
-    return pkk_w1_u_floats(cin, cout) + (size_t)threads * (pkk_w1_v_floats(cin, w) + pkk_w1_m_floats(cout)) + 15;
+    return pkk_w1_u_floats(cin, cout) + (size_t)threads * (pkk_w1_v_floats(cin) + pkk_w1_m_floats(cout)) + 15;
 }
 
 typedef struct {
-    const float *x, *bias, *residual;
-    const float *u; /* [6][cout / 4][3][cin][4]: per point and channel block, kx, then input channel */
+    const float *x, *s, *bias, *residual; /* s: the weights as pkk_winograd_arrange_weights leaves them */
+    float *u; /* [6][cout / mr][3][cin][mr]: per point and channel block, kx, then input channel */
     float *y, *buffers;
-    int cin, cout, batch, h, w, relu;
+    int cin, cout, batch, h, w, relu, mr; /* mr: output channels per block, 4 or 6 */
     int groups, parts; /* groups per image; output-channel shares per group */
     long items, slots;
 } pkk_w1_args;
 
 /* Item (image b, group g, channel blocks [cb0, cb1)), with `per_row`
- * vectors per row (constant where inlined, and with it the row lengths). */
-static inline __attribute__((always_inline)) void pkk_w1_item(const pkk_w1_args *a, float *v, float *m, int b, int g,
-                                                              int cb0, int cb1, int per_row)
+ * vectors per row and blocks of `mr` output channels (constants where
+ * inlined, and with them the row lengths and the register block). */
+PKK_AVX512 static inline __attribute__((always_inline)) void pkk_w1_item(const pkk_w1_args *a, float *v, float *m, int b, int g,
+                                                              int cb0, int cb1, int per_row, int mr)
 {
     const int w = 16 * per_row, h = a->h, cin = a->cin, tiles = PKK_W1_VECS / per_row;
-    const size_t vrow = (size_t)w + PKK_W1_EDGE, vpoint = (size_t)cin * tiles * vrow + PKK_W1_EDGE;
+    const size_t vpoint = (size_t)cin * PKK_W1_VECS * 16;
     const size_t in_plane = (size_t)h * w;
     const int top = 4 * tiles * g - 1; /* input row of the group's first tap row */
     for (int ci = 0; ci < cin; ci++) {
@@ -109,40 +115,44 @@ static inline __attribute__((always_inline)) void pkk_w1_item(const pkk_w1_args 
             for (int j = 0; j < 6; j++)
                 d[j] = row + j >= 0 && row + j < h ? *(const pkk_v16u *)(plane + (size_t)(row + j) * w + col)
                                                    : (pkk_v16){ 0 };
-            float *out = v + ((size_t)ci * tiles + q / per_row) * vrow + PKK_W1_EDGE + col;
+            float *out = v + ((size_t)ci * PKK_W1_VECS + q) * 16;
             pkk_v16 t[6];
             PKK_WG_BT(pkk_v16, d, 1, t, 1);
             for (int p = 0; p < PKK_W1_POINTS; p++) *(pkk_v16 *)(out + p * vpoint) = t[p];
         }
     }
-    const int cblocks = (a->cout + PKK_W1_ROWS - 1) / PKK_W1_ROWS;
-    const size_t mpoint = (size_t)cblocks * PKK_W1_ROWS * PKK_W1_VECS * 16;
+    const int cblocks = (a->cout + mr - 1) / mr;
+    const size_t mpoint = (size_t)cblocks * mr * PKK_W1_VECS * 16;
     for (int p = 0; p < PKK_W1_POINTS; p++)
         for (int cb = cb0; cb < cb1; cb++) {
-            pkk_v16 acc[PKK_W1_ROWS][PKK_W1_VECS];
-            for (int r = 0; r < PKK_W1_ROWS; r++)
+            pkk_v16 acc[6][PKK_W1_VECS];
+            for (int r = 0; r < mr; r++)
                 for (int q = 0; q < PKK_W1_VECS; q++) acc[r][q] = (pkk_v16){ 0 };
-            const float *uc = a->u + ((size_t)p * cblocks + cb) * 3 * cin * PKK_W1_ROWS;
+            const float *uc = a->u + ((size_t)p * cblocks + cb) * 3 * cin * mr;
             for (int kx = 0; kx < 3; kx++) {
-                /* column kx - 1 of the point's first row */
-                const float *vc = v + p * vpoint + PKK_W1_EDGE + kx - 1;
-                for (int ci = 0; ci < cin; ci++, vc += tiles * vrow, uc += PKK_W1_ROWS) {
+                /* Columns kx - 1 of the vectors; the columns left of a row's
+                 * first one and right of its last are the zero padding:
+                 * lanes the masked loads leave zero. */
+                __mmask16 mask[PKK_W1_VECS];
+                for (int q = 0; q < PKK_W1_VECS; q++)
+                    mask[q] = kx == 0 && q % per_row == 0 ? 0xfffe : kx == 2 && q % per_row == per_row - 1 ? 0x7fff : 0xffff;
+                const float *vc = v + p * vpoint + kx - 1;
+                for (int ci = 0; ci < cin; ci++, vc += PKK_W1_VECS * 16, uc += mr) {
                     pkk_v16 xv[PKK_W1_VECS];
-                    for (int q = 0; q < PKK_W1_VECS; q++)
-                        xv[q] = *(const pkk_v16u *)(vc + (q / per_row) * vrow + 16 * (q % per_row));
-                    for (int r = 0; r < PKK_W1_ROWS; r++) {
+                    for (int q = 0; q < PKK_W1_VECS; q++) xv[q] = (pkk_v16)_mm512_maskz_loadu_ps(mask[q], vc + 16 * q);
+                    for (int r = 0; r < mr; r++) {
                         const float ur = uc[r];
                         for (int q = 0; q < PKK_W1_VECS; q++) acc[r][q] += ur * xv[q];
                     }
                 }
             }
-            float *mc = m + p * mpoint + (size_t)cb * PKK_W1_ROWS * PKK_W1_VECS * 16;
-            for (int r = 0; r < PKK_W1_ROWS; r++)
+            float *mc = m + p * mpoint + (size_t)cb * mr * PKK_W1_VECS * 16;
+            for (int r = 0; r < mr; r++)
                 for (int q = 0; q < PKK_W1_VECS; q++) *(pkk_v16 *)(mc + (r * PKK_W1_VECS + q) * 16) = acc[r][q];
         }
     const size_t out_plane = (size_t)h * w;
-    const int co1 = PKK_W1_ROWS * cb1 < a->cout ? PKK_W1_ROWS * cb1 : a->cout;
-    for (int co = PKK_W1_ROWS * cb0; co < co1; co++) {
+    const int co1 = mr * cb1 < a->cout ? mr * cb1 : a->cout;
+    for (int co = mr * cb0; co < co1; co++) {
         const float bias = a->bias ? a->bias[co] : 0.0f;
         for (int q = 0; q < PKK_W1_VECS; q++) {
             pkk_v16 o[4];
@@ -167,33 +177,36 @@ PKK_AVX512 static void pkk_w1_slots(long lo, long hi, int thread, const void *ar
 {
     (void)thread;
     const pkk_w1_args *a = args;
-    const size_t v_floats = pkk_w1_v_floats(a->cin, a->w);
+    const size_t v_floats = pkk_w1_v_floats(a->cin);
     float *v = a->buffers + (size_t)lo * (v_floats + pkk_w1_m_floats(a->cout)), *m = v + v_floats;
-    const size_t vrow = (size_t)a->w + PKK_W1_EDGE, rows = (size_t)a->cin * (PKK_W1_VECS / (a->w / 16));
-    for (int p = 0; p < PKK_W1_POINTS; p++)
-        for (size_t k = 0; k <= rows; k++)
-            for (int j = 0; j < PKK_W1_EDGE; j++) v[p * (v_floats / PKK_W1_POINTS) + k * vrow + j] = 0.0f;
-    const int cblocks = (a->cout + PKK_W1_ROWS - 1) / PKK_W1_ROWS;
+    const int cblocks = (a->cout + a->mr - 1) / a->mr;
     for (long i = lo * a->items / a->slots; i < hi * a->items / a->slots; i++) {
         const int part = (int)(i % a->parts), g = (int)(i / a->parts % a->groups), b = (int)(i / a->parts / a->groups);
         const int cb0 = part * cblocks / a->parts, cb1 = (part + 1) * cblocks / a->parts;
-        if (a->w == 32) pkk_w1_item(a, v, m, b, g, cb0, cb1, 2);
-        else pkk_w1_item(a, v, m, b, g, cb0, cb1, 1);
+        if (a->mr == 4) {
+            if (a->w == 32) pkk_w1_item(a, v, m, b, g, cb0, cb1, 2, 4);
+            else pkk_w1_item(a, v, m, b, g, cb0, cb1, 1, 4);
+        } else {
+            if (a->w == 32) pkk_w1_item(a, v, m, b, g, cb0, cb1, 2, 6);
+            else pkk_w1_item(a, v, m, b, g, cb0, cb1, 1, 6);
+        }
     }
 }
 
 /* U[p][cb][kx][ci][r] = (G g)[p] for the column of weights g[ky] =
- * S[3 ky + kx][cb][ci][r]: for each (cb, kx), element-wise over S's
- * contiguous run of 4 cin weights. */
-PKK_AVX512 static void pkk_w1_weights(const float *s, int cin, int cout, float *u)
+ * S[3 ky + kx][cb][ci][r], for the channel blocks cb in [lo, hi): per
+ * (cb, kx), element-wise over S's contiguous run of mr cin weights. */
+PKK_AVX512 static void pkk_w1_weight_blocks(long lo, long hi, int thread, const void *args)
 {
-    const int cblocks = (cout + PKK_W1_ROWS - 1) / PKK_W1_ROWS;
-    const size_t run = (size_t)cin * PKK_W1_ROWS, tap_stride = (size_t)cblocks * run;
+    (void)thread;
+    const pkk_w1_args *a = args;
+    const int cblocks = (a->cout + a->mr - 1) / a->mr;
+    const size_t run = (size_t)a->cin * a->mr, tap_stride = (size_t)cblocks * run;
     const size_t point_stride = (size_t)cblocks * 3 * run;
-    for (int cb = 0; cb < cblocks; cb++)
+    for (long cb = lo; cb < hi; cb++)
         for (int kx = 0; kx < 3; kx++) {
-            const float *g = s + (size_t)kx * tap_stride + (size_t)cb * run;
-            float *out = u + ((size_t)cb * 3 + kx) * run;
+            const float *g = a->s + (size_t)kx * tap_stride + (size_t)cb * run;
+            float *out = a->u + ((size_t)cb * 3 + kx) * run;
             for (size_t n = 0; n < run; n++) PKK_WG_G(float, g + n, 3 * tap_stride, out + n, point_stride);
         }
 }
@@ -204,7 +217,8 @@ int pkk_conv3x3_winograd_1d(const float *x, int cin, int batch, int h, int w, co
     if (!pkk_conv3x3_winograd_1d_takes(cin, cout, batch, h, w)) return 0;
     if (((uintptr_t)scratch & 3) != 0 || scratch_floats < pkk_conv3x3_winograd_1d_scratch_floats(cin, cout, h, w, 1))
         return 0;
-    const int groups = h / (4 * (PKK_W1_VECS / (w / 16))), cblocks = (cout + PKK_W1_ROWS - 1) / PKK_W1_ROWS;
+    const int mr = pkk_winograd_block_rows(cout), groups = h / (4 * (PKK_W1_VECS / (w / 16)));
+    const int cblocks = (cout + mr - 1) / mr;
     /* Shares of the output channels where the groups are fewer than the
      * threads (a single 16x16 image is one group). */
     const size_t work = (size_t)batch * h * w * 9 * (size_t)cin * cblocks; /* a quarter of the direct multiply-adds */
@@ -213,13 +227,13 @@ int pkk_conv3x3_winograd_1d(const float *x, int cin, int batch, int h, int w, co
     if (parts > cblocks) parts = cblocks;
     const long items = (long)batch * groups * parts;
     long slots = pkk_run_threads(items, work);
-    const size_t u_floats = pkk_w1_u_floats(cin, cout), per_slot = pkk_w1_v_floats(cin, w) + pkk_w1_m_floats(cout);
+    const size_t u_floats = pkk_w1_u_floats(cin, cout), per_slot = pkk_w1_v_floats(cin) + pkk_w1_m_floats(cout);
     const size_t fit = (scratch_floats - 15 - u_floats) / per_slot;
     if ((size_t)slots > fit) slots = (long)fit;
     float *u = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
-    pkk_w1_weights(s, cin, cout, u);
-    const pkk_w1_args a = { x, bias, residual, u, y, u + u_floats, cin, cout, batch, h, w, relu, groups, parts, items,
-                            slots };
+    const pkk_w1_args a = { x, s, bias, residual, u, y, u + u_floats, cin, cout, batch, h, w, relu, mr, groups, parts,
+                            items, slots };
+    pkk_run(cblocks, (size_t)cblocks * 3 * cin * mr * 16, pkk_w1_weight_blocks, &a);
     pkk_run(slots, work, pkk_w1_slots, &a);
     return 1;
 }

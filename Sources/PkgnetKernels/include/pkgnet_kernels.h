@@ -207,17 +207,17 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
 
 /*
  * The same convolution, from the same arranged weights, as Winograd F(4, 3)
- * down the columns and direct across them (winograd_1d.c), for narrow
- * layers, where the 2-D kernel's transforms cost more than the products
- * they save. pkk_conv3x3_winograd_1d_takes: whether it runs the shape on
- * this CPU (AVX-512; at most 32 output channels, in blocks of 4; 32-wide
- * maps of a height divisible by 8, or 16-wide ones of a height divisible by
- * 16) and is the faster choice there. The scratch holds the transformed
- * weights and, per thread, the transformed rows of a group of tiles and
- * their products: pkk_conv3x3_winograd_1d_scratch_floats for `threads`
- * threads (1: the least it runs with). Returns 1 when y is written, 0 when
- * it declined (shape not taken, or scratch below one thread's). y may be
- * the residual.
+ * down the columns and direct across them (winograd_1d.c): twice the 2-D
+ * kernel's products, but transforms without gathers or transposes, which
+ * makes it the faster choice on 32-wide maps and on 16-wide ones with up to
+ * 64 output channels. pkk_conv3x3_winograd_1d_takes: whether it runs the
+ * shape on this CPU (AVX-512; 32-wide maps of a height divisible by 8, or
+ * 16-wide ones of a height divisible by 16 with at most 64 output
+ * channels). The scratch holds the transformed weights and, per thread, the
+ * transformed rows of a group of tiles and their products:
+ * pkk_conv3x3_winograd_1d_scratch_floats for `threads` threads (1: the
+ * least it runs with). Returns 1 when y is written, 0 when it declined
+ * (shape not taken, or scratch below one thread's). y may be the residual.
  */
 int pkk_conv3x3_winograd_1d_takes(int cin, int cout, int batch, int h, int w);
 size_t pkk_conv3x3_winograd_1d_scratch_floats(int cin, int cout, int h, int w, int threads);
