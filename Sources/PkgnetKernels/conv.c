@@ -613,6 +613,9 @@ int pkk_conv2d(const float *x, int cin, int batch, int h, int w,
     if (packed != NULL && groups == 1) {
         const int k = cin * kernel * kernel;
         const float *a = pkk_packed_weights(packed, weight, cout, k, (size_t)k, 1);
+        if (a != NULL && kernel == 3 && stride == 2 && pad == 1 &&
+            pkk_conv3x3s2_packed(x, cin, batch, h, w, a, bias, cout, residual, relu, y, scratch, scratch_floats))
+            return 1;
         if (a != NULL && pkk_conv2d_packed(x, cin, batch, h, w, a, bias, cout, kernel, stride, pad, residual,
                                            relu, y, scratch, scratch_floats))
             return 1;

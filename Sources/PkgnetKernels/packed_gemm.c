@@ -45,6 +45,17 @@ size_t pkk_packed_weight_floats(int m, int k)
     return (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR * (size_t)k;
 }
 
+void pkk_packed_row_blocks(const float *a, int m, int k, float *dst)
+{
+    const size_t rows = (size_t)pkk_pg_row_blocks(m) * PKK_PG_MR;
+    for (int cb = 0; cb < pkk_pg_row_blocks(m); cb++)
+        for (int k0 = 0; k0 < k; k0 += PKK_PG_KC) {
+            const int kc = k - k0 < PKK_PG_KC ? k - k0 : PKK_PG_KC;
+            memcpy(dst + ((size_t)cb * k + k0) * PKK_PG_MR, a + (size_t)k0 * rows + (size_t)cb * kc * PKK_PG_MR,
+                   sizeof(float) * (size_t)kc * PKK_PG_MR);
+        }
+}
+
 /* Where A [m][k] comes from: element row * row_stride + i * col_stride of
  * the source w (read in runs along rows when col_stride is 1, along a row
  * block's column when row_stride is 1 and nothing is scaled), or, with winograd_rows set, a 3x3

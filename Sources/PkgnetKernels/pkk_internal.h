@@ -123,6 +123,18 @@ static inline __attribute__((always_inline)) void pkk_row_sum_dot(const float *d
 void pkk_im2col_serial(const float *x, int cin, int batch, int h, int w, int kernel, int stride,
                        int pad, size_t c0, int tn, float *col);
 
+/* A packed by pkk_pack_weights ([chunk][row block][kc][6]) as [row
+ * block][k][6]: each block's weights for the whole reduction in one run
+ * (packed_gemm.c). dst holds pkk_packed_weight_floats(m, k). */
+void pkk_packed_row_blocks(const float *a, int m, int k, float *dst);
+
+/* 3x3 stride-2 pad-1 convolution (groups 1) from weights packed for the
+ * GEMM (strided3x3.c), on AVX-512 for outputs 16 or 8 wide (ho divisible by
+ * 4 or 8): y as pkk_conv2d writes it. Returns 0 (y untouched) where it does
+ * not take the shape or the scratch holds less than one thread's share. */
+int pkk_conv3x3s2_packed(const float *x, int cin, int batch, int h, int w, const float *a, const float *bias,
+                         int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
+
 /* The cached array of `floats` floats, made by fill(dst, args) on the first
  * call (weight_cache.c); NULL if memory is short, or if fill is NULL (only
  * look) and nothing is cached yet. Safe to race. */
