@@ -46,10 +46,11 @@ struct Conv2D {
     let relu: Bool
     /// Upper bound of the ReLU (6 for EfficientNet-Lite's ReLU6); nil: none.
     var cap: Float?
-    /// Set for 3x3 stride-1 pad-1 ungrouped convolutions, which run as
-    /// Winograd F(4x4, 3x3) where the batch has enough tiles, else as a GEMM
-    /// over the same arranged weights (pkk_conv3x3_packed); narrow ones the
-    /// 1-D Winograd kernel takes (pkk_conv3x3_winograd_1d_takes) run there.
+    /// Set for 3x3 stride-1 pad-1 ungrouped convolutions: they run as the
+    /// 1-D Winograd kernel where it takes them (pkk_conv3x3_winograd_1d_takes),
+    /// else as Winograd F(4x4, 3x3) where the batch has enough tiles and the
+    /// input enough channels, else as a GEMM over the same arranged weights
+    /// (pkk_conv3x3_packed).
     let winograd: Bool
     /// The weights packed for the C GEMM, for the other ungrouped
     /// convolutions (made at load), and for Winograd ones with 16 or 32 output
@@ -70,7 +71,7 @@ struct Conv2D {
         self.groups = groups
         self.relu = relu
         self.cap = cap
-        winograd = kernel == 3 && stride == 1 && pad == 1 && groups == 1 && cin >= Conv2D.winogradMinChannels
+        winograd = kernel == 3 && stride == 1 && pad == 1 && groups == 1
         packed = groups == 1 ? WeightCache() : nil
         guard winograd else {
             let k = cin / groups * kernel * kernel
@@ -86,10 +87,11 @@ struct Conv2D {
         }
     }
 
-    /// Fewest input channels for Winograd: a shorter reduction leaves the
-    /// transforms with nothing to amortise them. Measured on the w=16 student
-    /// (narrowest convs 12 and 16 channels in): Winograd from 8 channels up
-    /// scores 1.6x as fast as from 1000 (direct only), 1.2x as from 17.
+    /// Fewest input channels for the 2-D Winograd kernel: a shorter reduction
+    /// leaves its transforms with nothing to amortise them. Measured on the
+    /// w=16 student (narrowest convs 12 and 16 channels in): Winograd from 8
+    /// channels up scores 1.6x as fast as from 1000 (direct only), 1.2x as
+    /// from 17. (The 1-D kernel's transforms are cheap enough for any.)
     static let winogradMinChannels = 8
 
     func outputSize(_ size: Int) -> Int { (size + 2 * pad - kernel) / stride + 1 }
@@ -125,7 +127,8 @@ struct Conv2D {
                     return true
                 }
                 let tiles = batch * ((x.size + 3) / 4) * ((x.size + 3) / 4)
-                return tiles >= Int(pkk_winograd_min_tiles()) ? viaWinograd() || viaPacked() : viaPacked() || viaWinograd()
+                let winogradFirst = tiles >= Int(pkk_winograd_min_tiles()) && cin >= Conv2D.winogradMinChannels
+                return winogradFirst ? viaWinograd() || viaPacked() : viaPacked() || viaWinograd()
             }
         }
         guard done else {
