@@ -21,6 +21,30 @@ func winogradArranged(_ c: ConvCase, _ weight: [Float]) -> [Float] {
     return s
 }
 
+/// A convolution case's random inputs, drawn in a fixed order from one seed:
+/// x, the weights scaled by 1/sqrt(fan-in), and bias and residual where the
+/// case has them.
+struct ConvInputs: Sendable {
+    let x: [Float], weight: [Float], bias: [Float]?, residual: [Float]?
+
+    init(x: [Float], weight: [Float], bias: [Float]?, residual: [Float]?) {
+        (self.x, self.weight, self.bias, self.residual) = (x, weight, bias, residual)
+    }
+
+    init(_ c: ConvCase, seed: UInt64) {
+        var rng = KernelRNG(seed: seed)
+        let kdim = c.cin / c.groups * c.kernel * c.kernel
+        x = rng.floats(c.cin * c.batch * c.h * c.w)
+        let scale = Float(1 / Double(kdim).squareRoot())
+        weight = rng.floats(c.cout * kdim).map { $0 * scale }
+        bias = c.bias ? rng.floats(c.cout) : nil
+        residual = c.residual ? rng.floats(c.cout * c.batch * c.ho * c.wo) : nil
+    }
+
+    /// The naive Double convolution of these inputs.
+    func expected(_ c: ConvCase) -> [Double] { referenceConv2d(c, x: x, weight: weight, bias: bias, residual: residual) }
+}
+
 func referenceConv2d(_ c: ConvCase, x: [Float], weight: [Float], bias: [Float]?,
                              residual: [Float]?) -> [Double] {
     let (ho, wo) = (c.ho, c.wo)
@@ -102,16 +126,11 @@ final class KernelConvTests: KernelTestCase {
     /// `packed`: through pkk_gemm_packed instead of the BLAS.
     private func run(_ c: ConvCase, scratchColumns: Int?, seed: UInt64, packed: Bool = false,
                      file: StaticString = #filePath, line: UInt = #line) {
-        var rng = KernelRNG(seed: seed)
-        let cinG = c.cin / c.groups
-        let kdim = cinG * c.kernel * c.kernel
-        let x = rng.floats(c.cin * c.batch * c.h * c.w)
-        let scale = Float(1 / Double(kdim).squareRoot())
-        let weight = rng.floats(c.cout * kdim).map { $0 * scale }
-        let bias = c.bias ? rng.floats(c.cout) : nil
+        let input = ConvInputs(c, seed: seed)
+        let (x, weight, bias, residual) = (input.x, input.weight, input.bias, input.residual)
+        let kdim = c.cin / c.groups * c.kernel * c.kernel
         let ncols = c.batch * c.ho * c.wo
-        let residual = c.residual ? rng.floats(c.cout * ncols) : nil
-        let expected = referenceConv2d(c, x: x, weight: weight, bias: bias, residual: residual)
+        let expected = input.expected(c)
 
         let columns = scratchColumns ?? ncols
         let scratchCount = pkk_conv2d_scratch_floats(Int32(c.cin), Int32(c.groups), Int32(c.kernel), Int32(columns))

@@ -39,13 +39,8 @@ final class KernelStrided3x3Tests: KernelTestCase {
     func testMatchesNaiveConvolution() throws {
         guard pkk_allow_avx512(1) != 0 else { throw XCTSkip("the phase kernel needs AVX-512, which this CPU lacks") }
         for (i, c) in cases.enumerated() {
-            var rng = KernelRNG(seed: UInt64(950 + i))
-            let x = rng.floats(c.cin * c.batch * c.h * c.w)
-            let scale = Float(1 / Double(c.cin * 9).squareRoot())
-            let weight = rng.floats(c.cout * c.cin * 9).map { $0 * scale }
-            let bias = c.bias ? rng.floats(c.cout) : nil
-            let residual = c.residual ? rng.floats(c.cout * c.batch * c.ho * c.wo) : nil
-            let expected = referenceConv2d(c, x: x, weight: weight, bias: bias, residual: residual)
+            let input = ConvInputs(c, seed: UInt64(950 + i)), expected = input.expected(c)
+            let (x, weight, bias, residual) = (input.x, input.weight, input.bias, input.residual)
             var byThreads: [[Float]] = []
             for threads: Int32 in [1, 2] {
                 pkk_set_threads(threads)

@@ -55,13 +55,8 @@ final class KernelWinograd1DTests: KernelTestCase {
             pkk_set_threads(threads)
             for (i, c) in cases.enumerated() {
                 XCTAssertEqual(pkk_conv3x3_winograd_1d_takes(Int32(c.cin), Int32(c.cout), Int32(c.batch), Int32(c.h), Int32(c.w)), 1, "\(c)")
-                var rng = KernelRNG(seed: UInt64(900 + i))
-                let x = rng.floats(c.cin * c.batch * c.h * c.w)
-                let scale = Float(1 / Double(c.cin * 9).squareRoot())
-                let weight = rng.floats(c.cout * c.cin * 9).map { $0 * scale }
-                let bias = c.bias ? rng.floats(c.cout) : nil
-                let residual = c.residual ? rng.floats(c.cout * c.batch * c.h * c.w) : nil
-                let expected = referenceConv2d(c, x: x, weight: weight, bias: bias, residual: residual)
+                let input = ConvInputs(c, seed: UInt64(900 + i)), expected = input.expected(c)
+                let (x, weight, bias, residual) = (input.x, input.weight, input.bias, input.residual)
                 let oneThread = Int(pkk_conv3x3_winograd_1d_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 1))
                 let perThread = Int(pkk_conv3x3_winograd_1d_scratch_floats(Int32(c.cin), Int32(c.cout), Int32(c.h), Int32(c.w), 2))
                 // A buffer per thread, and one buffer that the threads'

@@ -22,25 +22,11 @@ final class KernelWinogradTests: KernelTestCase {
         ConvCase(cin: 16, cout: 13, batch: 16, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
     ]
 
-    private struct Inputs: Sendable {
-        let x: [Float], weight: [Float], bias: [Float]?, residual: [Float]?
-    }
-
-    private static func inputs(_ c: ConvCase, seed: UInt64) -> Inputs {
-        var rng = KernelRNG(seed: seed)
-        let x = rng.floats(c.cin * c.batch * c.h * c.w)
-        let scale = Float(1 / Double(c.cin * 9).squareRoot())
-        let weight = rng.floats(c.cout * c.cin * 9).map { $0 * scale }
-        let bias = c.bias ? rng.floats(c.cout) : nil
-        let residual = c.residual ? rng.floats(c.cout * c.batch * c.h * c.w) : nil
-        return Inputs(x: x, weight: weight, bias: bias, residual: residual)
-    }
-
     /// Runs Winograd (or, with `packed`, the packed GEMM) on the arranged
     /// weights with `scratchFloats` of garbage-filled scratch that starts
     /// `offset` floats past a 64-byte boundary; nil when it declined (y must
     /// then be untouched).
-    private static func conv(_ c: ConvCase, _ input: Inputs, scratchFloats: Int, offset: Int = 0,
+    private static func conv(_ c: ConvCase, _ input: ConvInputs, scratchFloats: Int, offset: Int = 0,
                              packed: OpaquePointer? = nil) -> [Float]? {
         var y = [Float](repeating: .nan, count: c.cout * c.batch * c.h * c.w)
         let allocated = UnsafeMutableRawPointer.allocate(byteCount: (max(scratchFloats, 1) + offset) * 4, alignment: 64)
@@ -73,13 +59,13 @@ final class KernelWinogradTests: KernelTestCase {
 
     /// body(case, its inputs, the reference output, where) for each case, on
     /// both kernel paths and on 1 and 2 threads.
-    private static func forEachCase(_ cases: [ConvCase], _ body: (ConvCase, Inputs, [Double], String) -> Void) {
+    private static func forEachCase(_ cases: [ConvCase], _ body: (ConvCase, ConvInputs, [Double], String) -> Void) {
         forEachKernelPath { path in
             for threads: Int32 in [1, 2] {
                 pkk_set_threads(threads)
                 for (i, c) in cases.enumerated() {
-                    let input = inputs(c, seed: UInt64(500 + i))
-                    let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+                    let input = ConvInputs(c, seed: UInt64(500 + i))
+                    let expected = input.expected(c)
                     body(c, input, expected, "threads \(threads) \(path)")
                 }
             }
@@ -118,7 +104,7 @@ final class KernelWinogradTests: KernelTestCase {
 
     func testSameBitsOnOneAndTwoThreads() {
         let c = cases[5]
-        let input = Self.inputs(c, seed: 600)
+        let input = ConvInputs(c, seed: 600)
         forEachKernelPath { path in
             var results: [[Float]] = []
             for threads: Int32 in [1, 2] {
@@ -138,7 +124,7 @@ final class KernelWinogradTests: KernelTestCase {
         let c = cases[6], plane = c.h * c.w
         var c33 = c
         c33.batch = 33
-        let input = Self.inputs(c, seed: 620), extra = Self.inputs(c33, seed: 621)
+        let input = ConvInputs(c, seed: 620), extra = ConvInputs(c33, seed: 621)
         /// Per channel, the 32 images of `a`, then the first image of `b`.
         func withImage33(_ a: [Float], _ b: [Float], channels: Int) -> [Float] {
             var out: [Float] = []
@@ -148,7 +134,7 @@ final class KernelWinogradTests: KernelTestCase {
             }
             return out
         }
-        let input33 = Inputs(x: withImage33(input.x, extra.x, channels: c.cin), weight: input.weight, bias: input.bias,
+        let input33 = ConvInputs(x: withImage33(input.x, extra.x, channels: c.cin), weight: input.weight, bias: input.bias,
                              residual: withImage33(input.residual!, extra.residual!, channels: c.cout))
         forEachKernelPath { path in
             guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 80)),
@@ -166,8 +152,8 @@ final class KernelWinogradTests: KernelTestCase {
         // Float-aligned scratch 4, 16 and 32 bytes past a 64-byte boundary
         // (Swift arrays are 16-byte aligned): the kernel aligns V and M itself.
         let c = cases[2]
-        let input = Self.inputs(c, seed: 650)
-        let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+        let input = ConvInputs(c, seed: 650)
+        let expected = input.expected(c)
         forEachKernelPath { path in
             for offset in [1, 4, 8] {
                 guard let y = Self.conv(c, input, scratchFloats: Self.scratchFloats(c, tiles: 16), offset: offset) else {
@@ -181,7 +167,7 @@ final class KernelWinogradTests: KernelTestCase {
 
     func testDeclinesWhenScratchHoldsLessThanOneBlock() {
         let c = cases[0]
-        XCTAssertNil(Self.conv(c, Self.inputs(c, seed: 700), scratchFloats: Self.scratchFloats(c, tiles: 16) - 1))
+        XCTAssertNil(Self.conv(c, ConvInputs(c, seed: 700), scratchFloats: Self.scratchFloats(c, tiles: 16) - 1))
     }
 
     func testPackedPathMatchesDirectConvolution() {
@@ -209,8 +195,8 @@ final class KernelWinogradTests: KernelTestCase {
     func testSharedPackingFromConcurrentFirstCalls() {
         // Eight threads race to pack the arranged weights; all must see one array.
         let c = cases[1]
-        let input = Self.inputs(c, seed: 800)
-        let expected = referenceConv2d(c, x: input.x, weight: input.weight, bias: input.bias, residual: input.residual)
+        let input = ConvInputs(c, seed: 800)
+        let expected = input.expected(c)
         final class Shared: @unchecked Sendable {  // each thread writes its own slot
             let cache = pkk_weight_cache_new()!
             let outputs = UnsafeMutableBufferPointer<[Float]>.allocate(capacity: 8)
