@@ -58,6 +58,14 @@ typedef struct {
     long items, slots;
 } pkk_s2_args;
 
+/* The 32 floats at src: the even ones to evens, the odd ones to odds. */
+PKK_AVX512 static inline void pkk_s2_deinterleave(const float *src, float *evens, float *odds)
+{
+    const pkk_v16 lo = *(const pkk_v16u *)src, hi = *(const pkk_v16u *)(src + 16);
+    *(pkk_v16u *)evens = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *(pkk_v16u *)odds = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
 /* Image b's four phases into ph ([ee, eo, oe, oo][cin][plane]: row phase,
  * column phase), each plane after its zero row. */
 PKK_AVX512 static void pkk_s2_split(const pkk_s2_args *a, int b, float *ph)
@@ -72,12 +80,8 @@ PKK_AVX512 static void pkk_s2_split(const pkk_s2_args *a, int b, float *ph)
             const float *even = src + (size_t)2 * r * w, *odd = even + w;
             const size_t at = (size_t)(r + 1) * wo;
             if (wo == 16) {
-                const pkk_v16 e0 = *(const pkk_v16u *)even, e1 = *(const pkk_v16u *)(even + 16);
-                const pkk_v16 o0 = *(const pkk_v16u *)odd, o1 = *(const pkk_v16u *)(odd + 16);
-                *(pkk_v16u *)(ee + at) = __builtin_shufflevector(e0, e1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                *(pkk_v16u *)(eo + at) = __builtin_shufflevector(e0, e1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-                *(pkk_v16u *)(oe + at) = __builtin_shufflevector(o0, o1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                *(pkk_v16u *)(oo + at) = __builtin_shufflevector(o0, o1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                pkk_s2_deinterleave(even, ee + at, eo + at);
+                pkk_s2_deinterleave(odd, oe + at, oo + at);
             } else { /* wo == 8: a row is one vector, its evens and odds two halves */
                 const pkk_v16 e = *(const pkk_v16u *)even, o = *(const pkk_v16u *)odd;
                 *(pkk_v8u *)(ee + at) = __builtin_shufflevector(e, e, 0, 2, 4, 6, 8, 10, 12, 14);

@@ -59,14 +59,15 @@
  * which this replaced) on the students' shapes, 1 and 2 threads, batches
  * of 1 to 16: 32-wide maps win at any width (1.1-2.6x), 16-wide ones up to
  * 64 output channels (1.05-1.6x); with 128 the 2-D kernel's fewer products
- * win (1.05-1.3x). */
+ * win from 2 cubes up (the paper-size model scored 4% slower with them
+ * here). */
 int pkk_conv3x3_winograd_1d_takes(int cin, int cout, int batch, int h, int w)
 {
     if (!pkk_use_avx512() || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0) return 0;
     return (w == 32 && h % 8 == 0) || (w == 16 && h % 16 == 0 && cout <= 64);
 }
 
-/* Floats of V, [6][cin][tiles][w] (a group's 4 vectors per point and input
+/* Floats of V, [6][cin][4][16] (a group's 4 vectors per point and input
  * channel), and of M, [6][cout rows][4][16]. */
 static size_t pkk_w1_v_floats(int cin) { return (size_t)PKK_W1_POINTS * (size_t)cin * PKK_W1_VECS * 16; }
 /* Output channels rounded up to whole register blocks of the arrangement's
@@ -100,8 +101,8 @@ typedef struct {
 /* Item (image b, group g, channel blocks [cb0, cb1)), with `per_row`
  * vectors per row and blocks of `mr` output channels (constants where
  * inlined, and with them the row lengths and the register block). */
-PKK_AVX512 static inline __attribute__((always_inline)) void pkk_w1_item(const pkk_w1_args *a, float *v, float *m, int b, int g,
-                                                              int cb0, int cb1, int per_row, int mr)
+PKK_AVX512 static inline __attribute__((always_inline)) void
+pkk_w1_item(const pkk_w1_args *a, float *v, float *m, int b, int g, int cb0, int cb1, int per_row, int mr)
 {
     const int w = 16 * per_row, h = a->h, cin = a->cin, tiles = PKK_W1_VECS / per_row;
     const size_t vpoint = (size_t)cin * PKK_W1_VECS * 16;
@@ -135,7 +136,9 @@ PKK_AVX512 static inline __attribute__((always_inline)) void pkk_w1_item(const p
                  * lanes the masked loads leave zero. */
                 __mmask16 mask[PKK_W1_VECS];
                 for (int q = 0; q < PKK_W1_VECS; q++)
-                    mask[q] = kx == 0 && q % per_row == 0 ? 0xfffe : kx == 2 && q % per_row == per_row - 1 ? 0x7fff : 0xffff;
+                    mask[q] = kx == 0 && q % per_row == 0               ? 0xfffe
+                              : kx == 2 && q % per_row == per_row - 1 ? 0x7fff
+                                                                      : 0xffff;
                 const float *vc = v + p * vpoint + kx - 1;
                 for (int ci = 0; ci < cin; ci++, vc += PKK_W1_VECS * 16, uc += mr) {
                     pkk_v16 xv[PKK_W1_VECS];
@@ -156,7 +159,8 @@ PKK_AVX512 static inline __attribute__((always_inline)) void pkk_w1_item(const p
         const float bias = a->bias ? a->bias[co] : 0.0f;
         for (int q = 0; q < PKK_W1_VECS; q++) {
             pkk_v16 o[4];
-            PKK_WG_AT(pkk_v16, ((const pkk_v16 *)(m + ((size_t)co * PKK_W1_VECS + q) * 16)), (ptrdiff_t)(mpoint / 16), o, 1);
+            const pkk_v16 *points = (const pkk_v16 *)(m + ((size_t)co * PKK_W1_VECS + q) * 16);
+            PKK_WG_AT(pkk_v16, points, (ptrdiff_t)(mpoint / 16), o, 1);
             const size_t at = ((size_t)co * a->batch + b) * out_plane + (size_t)(4 * (tiles * g + q / per_row)) * w +
                               16 * (q % per_row);
             for (int j = 0; j < 4; j++) {
