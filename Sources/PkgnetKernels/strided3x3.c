@@ -168,6 +168,7 @@ int pkk_conv3x3s2_packed(const float *x, int cin, int batch, int h, int w, const
     if (scratch_floats < weight_floats + per_image + 15) return 0;
     const int cblocks = (cout + PKK_S2_MR - 1) / PKK_S2_MR, blocks = (h / 2) * (w / 2) / (16 * PKK_S2_VECS);
     const long items = (long)batch * cblocks * blocks;
+    /* a quarter of the multiply-adds: what pkk_run's threshold weighs */
     const size_t work = (size_t)items * PKK_S2_MR * PKK_S2_VECS * 16 * 9 * (size_t)cin / 4;
     long slots = pkk_run_threads(items, work);
     const size_t fit = (scratch_floats - 15 - weight_floats) / per_image;

@@ -175,8 +175,7 @@ pkk_w1_item(const pkk_w1_args *a, float *v, float *m, int b, int g, int cb0, int
 
 /* Slots [lo, hi): slot j takes items [j items / slots, (j + 1) items /
  * slots) in order (image, group, share), through slot lo's buffers (a
- * thread runs its slots one after another). V's zero columns are written
- * once here; the transforms never write them. */
+ * thread runs its slots one after another). */
 PKK_AVX512 static void pkk_w1_slots(long lo, long hi, int thread, const void *args)
 {
     (void)thread;
@@ -225,7 +224,7 @@ int pkk_conv3x3_winograd_1d(const float *x, int cin, int batch, int h, int w, co
     const int cblocks = (cout + mr - 1) / mr;
     /* Shares of the output channels where the groups are fewer than the
      * threads (a single 16x16 image is one group). */
-    const size_t work = (size_t)batch * h * w * 9 * (size_t)cin * cblocks; /* a quarter of the direct multiply-adds */
+    const size_t work = (size_t)batch * h * w * 9 * (size_t)cin * cblocks; /* direct multiply-adds / mr */
     const int threads = pkk_run_threads((long)batch * groups * cblocks, work);
     int parts = (threads + batch * groups - 1) / (batch * groups);
     if (parts > cblocks) parts = cblocks;
