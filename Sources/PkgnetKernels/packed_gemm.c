@@ -11,16 +11,17 @@
  * operand is read in place.
  *
  * C [m][n] = A [m][k] x B [k][n], B row-major with any row stride ldb (read
- * in place: each column block's slice is copied into an L1 panel, below).
+ * in place: each column block's slice is copied into a panel, below).
  * The register block is pkk_block_6x16: per k, six broadcast weights and
- * two 8-float rows of B; on AVX-512 CPUs pkk_block_zmm's 6 x 32, two
- * 16-float rows, so column blocks are 32 wide there. k is cut in chunks of
+ * two 8-float rows of B; on AVX-512 CPUs pkk_block_zmm's 6 x 64, four
+ * 16-float rows, so column blocks are 64 wide there. k is cut in chunks of
  * PKK_PG_KC, and A is packed chunk by chunk, row block by row block
  * [chunk][row block][kc][6], so the weights of one chunk are one contiguous
  * stream (a batch-1 product is bound by reading them). In a chunk, the
  * blocks of C are walked GotoBLAS-style: per group of row blocks (their
  * weights, PKK_PG_A_BLOCK floats, stay in L2), per column block (its
- * kc x 16 or kc x 32 slice of B stays in L1), every row block of the group.
+ * kc x 16 slice of B stays in L1, its kc x 64 one in L2), every row block
+ * of the group.
  *
  * Each thread owns a contiguous range of C's blocks (in that walk's order)
  * for the whole product and accumulates in C chunk after chunk: every
@@ -165,7 +166,7 @@ typedef struct {
     size_t ldb, ldc;
     int m, n, k, relu;
     int seg; /* 0: A packed in chunks of PKK_PG_KC; else A = [k / seg][row block][seg][6] (Winograd arrangement) */
-    int col_blocks, group; /* column blocks (16 columns, 32 on the AVX-512 path); group: row blocks per L2 group */
+    int col_blocks, group; /* column blocks (16 columns, 64 on the AVX-512 path); group: row blocks per L2 group */
 } pkk_pg_args;
 
 /* What a block's row of C becomes: v (the sum over this chunk) plus the
@@ -183,65 +184,56 @@ static inline float pkk_pg_finish(const pkk_pg_args *g, float v, const float *cr
     return v;
 }
 
-/* Rows [0, rows) of a block whose accumulators were spilled to acc: row r's
- * columns at acc[r * 2 * lanes ...], the first `cols` of them stored. */
-static inline void pkk_pg_store_cols(const pkk_pg_args *g, const float *acc, int lanes, int rows, int cols, int r0,
-                                     int c0, int first, int last)
-{
-    for (int r = 0; r < rows; r++) {
-        float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;
-        const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;
-        const float bias = last && g->bias ? g->bias[r0 + r] : 0.0f;
-        for (int j = 0; j < cols; j++) crow[j] = pkk_pg_finish(g, acc[r * 2 * lanes + j], crow, res, bias, first, last, j);
-    }
-}
-
-/* A block's accumulators into C (acc[2r + h]: row r, columns [h LANES,
- * (h + 1) LANES) of the block, vectors of type V): whole vectors when the
- * block is full (cols = 2 LANES), else element by element. */
-#define PKK_PG_STORE(NAME, V, VU, LANES)                                                                      \
-    static inline __attribute__((always_inline)) void NAME(const pkk_pg_args *g, const V acc[12], int rows,   \
-                                                           int cols, int r0, int c0, int first, int last)      \
+/* A block's accumulators into C (acc[NB r + h]: row r, columns [h LANES,
+ * (h + 1) LANES) of the block, vectors of type V), the first `cols`
+ * columns: whole vectors, and a last partial one element by element. */
+#define PKK_PG_STORE(NAME, V, VU, LANES, NB)                                                                  \
+    static inline __attribute__((always_inline)) void NAME(const pkk_pg_args *g, const V acc[6 * (NB)],       \
+                                                           int rows, int cols, int r0, int c0, int first,      \
+                                                           int last)                                           \
     {                                                                                                         \
-        if (cols < 2 * (LANES)) {                                                                             \
-            float spill[12 * (LANES)];                                                                        \
-            memcpy(spill, acc, sizeof spill);                                                                 \
-            pkk_pg_store_cols(g, spill, LANES, rows, cols, r0, c0, first, last);                              \
-            return;                                                                                           \
-        }                                                                                                     \
         for (int r = 0; r < rows; r++) {                                                                      \
             float *crow = g->c + (size_t)(r0 + r) * g->ldc + c0;                                              \
             const float *res = last && g->residual ? g->residual + (size_t)(r0 + r) * g->ldc + c0 : NULL;    \
             const float bias = last && g->bias ? g->bias[r0 + r] : 0.0f;                                     \
-            for (int h = 0; h < 2; h++) {                                                                     \
-                V v = acc[2 * r + h];                                                                         \
-                if (!first) v += *(const VU *)(crow + (LANES) * h);                                           \
+            for (int h = 0; h < (NB) && h * (LANES) < cols; h++) {                                            \
+                float *ch = crow + (LANES) * h;                                                               \
+                const float *rh = res ? res + (LANES) * h : NULL;                                             \
+                V v = acc[(NB) * r + h];                                                                      \
+                if (cols - (LANES) * h < (LANES)) {                                                           \
+                    float lane[LANES];                                                                        \
+                    memcpy(lane, &v, sizeof lane);                                                            \
+                    for (int j = 0; j < cols - (LANES) * h; j++)                                              \
+                        ch[j] = pkk_pg_finish(g, lane[j], ch, rh, bias, first, last, j);                      \
+                    continue;                                                                                 \
+                }                                                                                             \
+                if (!first) v += *(const VU *)ch;                                                             \
                 if (last) {                                                                                   \
                     v += bias;                                                                                \
-                    if (res) v += *(const VU *)(res + (LANES) * h);                                           \
+                    if (rh) v += *(const VU *)rh;                                                             \
                     if (g->relu) v = __builtin_elementwise_max(v, (V){ 0 });                                  \
                 }                                                                                             \
-                *(VU *)(crow + (LANES) * h) = v;                                                              \
+                *(VU *)ch = v;                                                                                \
             }                                                                                                 \
         }                                                                                                     \
     }
 
-PKK_PG_STORE(pkk_pg_store_v8, pkk_v8, pkk_v8u, 8)
-PKK_PG_STORE(pkk_pg_store_v16, pkk_v16, pkk_v16u, 16)
+PKK_PG_STORE(pkk_pg_store_v8, pkk_v8, pkk_v8u, 8, 2)
+PKK_PG_STORE(pkk_pg_store_v16, pkk_v16, pkk_v16u, 16, PKK_ZMM_NB)
 
 /* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
  * block, row block), k chunk by k chunk; wide: the AVX-512 register block,
- * 6 x 32. */
+ * 6 x 64. */
 static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi, const pkk_pg_args *g, int wide)
 {
-    const int nr = wide ? 32 : 16;
+    const int nr = wide ? 16 * PKK_ZMM_NB : 16;
     const int row_blocks = pkk_pg_row_blocks(g->m);
     const size_t group_items = (size_t)g->group * g->col_blocks;
     /* The kc x nr slice of B the current column block reads, copied into
      * contiguous, aligned panels of 16 columns each ([nr / 16][kc][16]): B's
      * rows are ldb apart, up to a page each, and a kernel walking them
      * directly loses a fifth to TLB misses. */
-    float panel[PKK_PG_KC * 32] __attribute__((aligned(64)));
+    float panel[PKK_PG_KC * 16 * PKK_ZMM_NB] __attribute__((aligned(64)));
     for (int k0 = 0, kc; k0 < g->k; k0 += kc) {
         /* Chunks of PKK_PG_KC at most, never across a segment's end. */
         const int end = g->seg ? (k0 / g->seg + 1) * g->seg : g->k;
@@ -264,7 +256,7 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
                 const float *b = g->b + (size_t)k0 * g->ldb + c0;
                 for (int i = 0; i < kc; i++) {
                     const float *row = b + (size_t)i * g->ldb;
-                    for (int h = 0; h < nr / 16; h++) {
+                    for (int h = 0; 16 * h < cols; h++) {
                         float *dst = panel + ((size_t)h * kc + i) * 16;
                         if (cols == nr) {
                             *(pkk_v8 *)dst = *(const pkk_v8u *)(row + 16 * h);
@@ -277,9 +269,14 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
                 panel_of = cb;
             }
             if (wide) {
-                pkk_v16 acc[12];
-                if (cols > 16) pkk_block_zmm(kc, 6, 2, a, panel, (size_t)kc * 16, acc);
-                else pkk_block_zmm(kc, 6, 1, a, panel, (size_t)kc * 16, acc);
+                pkk_v16 acc[6 * PKK_ZMM_NB];
+                const size_t next = (size_t)kc * 16;
+                switch ((cols + 15) / 16) {
+                case 4: pkk_block_zmm(kc, 6, 4, a, panel, next, acc); break;
+                case 3: pkk_block_zmm(kc, 6, 3, a, panel, next, acc); break;
+                case 2: pkk_block_zmm(kc, 6, 2, a, panel, next, acc); break;
+                default: pkk_block_zmm(kc, 6, 1, a, panel, next, acc); break;
+                }
                 pkk_pg_store_v16(g, acc, rows, cols, r0, c0, first, last);
                 continue;
             }
@@ -308,7 +305,7 @@ static void pkk_gemm_run(const float *a, int seg, int m, int n, int k, const flo
                          size_t ldc, const float *bias, const float *residual, int relu)
 {
     if (m <= 0 || n <= 0) return;
-    const int wide = pkk_use_avx512(), nr = wide ? 32 : 16;
+    const int wide = pkk_use_avx512(), nr = wide ? 16 * PKK_ZMM_NB : 16;
     const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + nr - 1) / nr;
     int group = PKK_PG_A_BLOCK / (PKK_PG_KC * PKK_PG_MR);
     if (group > row_blocks) group = row_blocks;

@@ -85,31 +85,34 @@ static inline __attribute__((always_inline)) void pkk_block_4x8(int k, const flo
 typedef float pkk_v16 __attribute__((vector_size(64)));
 typedef float pkk_v16u __attribute__((vector_size(64), aligned(4))); /* unaligned access */
 
-/* acc[2r + h] = sum_i a[i][r] * b_h[i][0 .. 15] for r < mr, h < nb, over k
- * rows of a [k][mr] and of b_0 = b, b_1 = b + b_next ([k][16] each, 64-byte
- * aligned), summed in order of i, as the 8-float blocks do. Per row of b:
- * mr broadcasts, nb 16-float loads and mr * nb accumulators in registers
- * (6 x 2: twelve, more than the eight that two FMA units with a 4-cycle
- * latency keep busy). mr (6 or 4) and nb (1 or 2) are constants where this
- * is inlined, so the loops unroll onto named registers. */
+/* Vectors of b per register block at most: the AVX-512 blocks' accumulators
+ * are acc[PKK_ZMM_NB r + h]. */
+#define PKK_ZMM_NB 4
+
+/* acc[PKK_ZMM_NB r + h] = sum_i a[i][r] * b_h[i][0 .. 15] for r < mr,
+ * h < nb, over k rows of a [k][mr] and of b_h = b + h b_next ([k][16] each,
+ * 64-byte aligned), summed in order of i, as the 8-float blocks do. Per row
+ * of b: mr broadcasts, nb 16-float loads and mr * nb accumulators in
+ * registers. The loads are what limit it: measured on one core (Xeon, b in
+ * L1), 6 x 2 ran at 60-80% of the FMA peak, 6 x 4 and 4 x 4 at 92-99% (a
+ * load per 2.4 FMAs instead of per 1.5). mr (6 or 4) and nb (1 to 4) are
+ * constants where this is inlined, so the loops unroll onto named
+ * registers. */
 static inline __attribute__((always_inline)) void pkk_block_zmm(int k, int mr, int nb, const float *restrict a,
                                                                  const float *restrict b, size_t b_next,
-                                                                 pkk_v16 acc[12])
+                                                                 pkk_v16 acc[6 * PKK_ZMM_NB])
 {
-    pkk_v16 c[6][2];
-    for (int r = 0; r < mr; r++) c[r][0] = c[r][1] = (pkk_v16){ 0 };
+    pkk_v16 c[6][PKK_ZMM_NB];
+    for (int r = 0; r < mr; r++)
+        for (int h = 0; h < nb; h++) c[r][h] = (pkk_v16){ 0 };
     for (int i = 0; i < k; i++, a += mr, b += 16) {
-        const pkk_v16 b0 = *(const pkk_v16 *)b;
-        const pkk_v16 b1 = nb == 2 ? *(const pkk_v16 *)(b + b_next) : b0;
-        for (int r = 0; r < mr; r++) {
-            c[r][0] += a[r] * b0;
-            if (nb == 2) c[r][1] += a[r] * b1;
-        }
+        pkk_v16 bv[PKK_ZMM_NB];
+        for (int h = 0; h < nb; h++) bv[h] = *(const pkk_v16 *)(b + h * b_next);
+        for (int r = 0; r < mr; r++)
+            for (int h = 0; h < nb; h++) c[r][h] += a[r] * bv[h];
     }
-    for (int r = 0; r < mr; r++) {
-        acc[2 * r] = c[r][0];
-        acc[2 * r + 1] = c[r][1];
-    }
+    for (int r = 0; r < mr; r++)
+        for (int h = 0; h < nb; h++) acc[PKK_ZMM_NB * r + h] = c[r][h];
 }
 
 #endif /* PKK_MICROKERNEL_H */

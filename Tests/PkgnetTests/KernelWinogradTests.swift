@@ -20,6 +20,8 @@ final class KernelWinogradTests: KernelTestCase {
         ConvCase(cin: 10, cout: 7, batch: 32, h: 8, w: 12, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
         ConvCase(cin: 6, cout: 8, batch: 16, h: 32, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: false, relu: true),
         ConvCase(cin: 16, cout: 13, batch: 16, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
+        // 80 tiles in 6-row blocks: a 4-block step of the AVX-512 products, then a lone block
+        ConvCase(cin: 16, cout: 12, batch: 5, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
     ]
 
     /// Runs Winograd (or, with `packed`, the packed GEMM) on the arranged
