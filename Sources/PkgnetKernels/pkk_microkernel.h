@@ -1,6 +1,7 @@
 /* The register blocks of this library's own GEMMs (6 x 16: winograd.c,
- * packed_gemm.c; 4 x 16: winograd.c), in 8-float vectors (AVX2) and in
- * 16-float ones (AVX-512). Private, not installed. */
+ * packed_gemm.c; 4 x 16: winograd.c), in 8-float vectors (AVX2), and their
+ * AVX-512 forms of up to four 16-float vectors per row. Private, not
+ * installed. */
 #ifndef PKK_MICROKERNEL_H
 #define PKK_MICROKERNEL_H
 

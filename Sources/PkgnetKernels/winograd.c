@@ -19,8 +19,8 @@
  * (pkk_microkernel.h), with the operands laid out for them from the start
  * (U in blocks of 6 or 4 output channels, V and M in blocks of 16 tiles), so
  * nothing is packed or zeroed per call, which is where a BLAS spends a third
- * of its time on these shapes. On AVX-512 CPUs they take two blocks of
- * tiles at a time in 16-float vectors (6 x 32), and the input transform's
+ * of its time on these shapes. On AVX-512 CPUs they take up to four blocks
+ * of tiles at a time in 16-float vectors (6 x 64), and the input transform's
  * arithmetic runs on 16 tiles at once; the output transform stays on 8
  * (widening it measured no faster: its 4-float row stores dominate).
  *
@@ -662,8 +662,8 @@ PKK_AVX512 static void pkk_wg_input_avx512(long lo, long hi, int thread, const v
 /* M[p] = U[p] x V[p] for transform points [lo, hi): per chunk of output
  * channels, their U made for these points in the thread's own buffer, then
  * per block of 6 (or 4) of them (its U panel stays in L1), every block of
- * 16 tiles of the chunk; with AVX-512 (wide), two blocks of tiles at a time,
- * one 16-float vector per row of each. */
+ * 16 tiles of the chunk; with AVX-512 (wide), up to four blocks of tiles at
+ * a time, one 16-float vector per row of each. */
 static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo, long hi, int thread,
                                                                          const pkk_wg_args *a, int wide)
 {

@@ -97,8 +97,8 @@ void pkk_weight_cache_free(pkk_weight_cache *cache);
  *   A        [m][k], packed: pkk_packed_weights or pkk_pack_weights
  *   B        [k][n], rows ldb >= n apart
  *   bias     [m] or NULL; residual [m][n] (rows ldc apart) or NULL
- * OpenMP-parallel over 6 x 16 blocks of C; every element is summed in the
- * same order whatever the thread count.
+ * OpenMP-parallel over 6 x 16 blocks of C (6 x 64 with AVX-512); every
+ * element is summed in the same order whatever the thread count.
  */
 size_t pkk_packed_weight_floats(int m, int k);
 /* a = A packed, with A[i][j] = w[i * row_stride + j * col_stride]. */
