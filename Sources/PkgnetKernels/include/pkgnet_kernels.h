@@ -209,11 +209,12 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
  * The same convolution, from the same arranged weights, as Winograd F(4, 3)
  * down the columns and direct across them (winograd_1d.c): twice the 2-D
  * kernel's products, but transforms without gathers or transposes, which
- * makes it the faster choice on 32-wide maps and on 16-wide ones with up to
- * 64 output channels. pkk_conv3x3_winograd_1d_takes: whether it runs the
- * shape on this CPU (AVX-512; 32-wide maps of a height divisible by 8, or
- * 16-wide ones of a height divisible by 16 with at most 64 output
- * channels). The scratch holds the transformed weights and, per thread, the
+ * makes it the faster choice on 32-wide maps, on 16-wide ones with up to
+ * 64 output channels, and on a single 16x16 image.
+ * pkk_conv3x3_winograd_1d_takes: whether it runs the shape on this CPU
+ * (AVX-512; 32-wide maps of a height divisible by 8, or 16-wide ones of a
+ * height divisible by 16 with at most 64 output channels or a batch of
+ * one). The scratch holds the transformed weights and, per thread, the
  * transformed rows of a group of tiles and their products:
  * pkk_conv3x3_winograd_1d_scratch_floats for `threads` threads (1: the
  * least it runs with). Returns 1 when y is written, 0 when it declined
