@@ -221,6 +221,13 @@ static inline float pkk_pg_finish(const pkk_pg_args *g, float v, const float *cr
 PKK_PG_STORE(pkk_pg_store_v8, pkk_v8, pkk_v8u, 8, 2)
 PKK_PG_STORE(pkk_pg_store_v16, pkk_v16, pkk_v16u, 16, PKK_ZMM_NB)
 
+/* The kc x nr slice of B the current column block reads, copied into
+ * contiguous, aligned panels of 16 columns each ([nr / 16][kc][16]): B's
+ * rows are ldb apart, up to a page each, and a kernel walking them directly
+ * loses a fifth to TLB misses. One per thread, not on the stack: 64 KiB
+ * there would overflow a host thread made with a small stack. */
+static _Thread_local float pkk_pg_panel[PKK_PG_KC * 16 * PKK_ZMM_NB] __attribute__((aligned(64)));
+
 /* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
  * block, row block), k chunk by k chunk; wide: the AVX-512 register block,
  * 6 x 64. */
@@ -229,11 +236,7 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
     const int nr = wide ? 16 * PKK_ZMM_NB : 16;
     const int row_blocks = pkk_pg_row_blocks(g->m);
     const size_t group_items = (size_t)g->group * g->col_blocks;
-    /* The kc x nr slice of B the current column block reads, copied into
-     * contiguous, aligned panels of 16 columns each ([nr / 16][kc][16]): B's
-     * rows are ldb apart, up to a page each, and a kernel walking them
-     * directly loses a fifth to TLB misses. */
-    float panel[PKK_PG_KC * 16 * PKK_ZMM_NB] __attribute__((aligned(64)));
+    float *panel = pkk_pg_panel;
     for (int k0 = 0, kc; k0 < g->k; k0 += kc) {
         /* Chunks of PKK_PG_KC at most, never across a segment's end. */
         const int end = g->seg ? (k0 / g->seg + 1) * g->seg : g->k;
