@@ -273,13 +273,7 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
             }
             if (wide) {
                 pkk_v16 acc[6 * PKK_ZMM_NB];
-                const size_t next = (size_t)kc * 16;
-                switch ((cols + 15) / 16) {
-                case 4: pkk_block_zmm(kc, 6, 4, a, panel, next, acc); break;
-                case 3: pkk_block_zmm(kc, 6, 3, a, panel, next, acc); break;
-                case 2: pkk_block_zmm(kc, 6, 2, a, panel, next, acc); break;
-                default: pkk_block_zmm(kc, 6, 1, a, panel, next, acc); break;
-                }
+                pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, panel, (size_t)kc * 16, acc);
                 pkk_pg_store_v16(g, acc, rows, cols, r0, c0, first, last);
                 continue;
             }

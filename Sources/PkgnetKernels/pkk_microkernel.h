@@ -116,4 +116,19 @@ static inline __attribute__((always_inline)) void pkk_block_zmm(int k, int mr, i
         for (int h = 0; h < nb; h++) acc[PKK_ZMM_NB * r + h] = c[r][h];
 }
 
+/* pkk_block_zmm with nb (1 to PKK_ZMM_NB) known only at run time: a branch
+ * per value, each with nb a constant so that it unrolls (mr must be a
+ * constant where this is inlined). */
+static inline __attribute__((always_inline)) void pkk_block_zmm_any(int k, int mr, int nb, const float *restrict a,
+                                                                     const float *restrict b, size_t b_next,
+                                                                     pkk_v16 acc[6 * PKK_ZMM_NB])
+{
+    switch (nb) {
+    case 4: pkk_block_zmm(k, mr, 4, a, b, b_next, acc); break;
+    case 3: pkk_block_zmm(k, mr, 3, a, b, b_next, acc); break;
+    case 2: pkk_block_zmm(k, mr, 2, a, b, b_next, acc); break;
+    default: pkk_block_zmm(k, mr, 1, a, b, b_next, acc); break;
+    }
+}
+
 #endif /* PKK_MICROKERNEL_H */

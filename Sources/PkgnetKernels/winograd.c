@@ -647,18 +647,6 @@ PKK_AVX512 static void pkk_wg_input_avx512(long lo, long hi, int thread, const v
 
 /* ---- GEMMs ---- */
 
-/* pkk_block_zmm on `step` blocks of tiles with MR rows, the block shape a
- * constant in each branch so that it unrolls. */
-#define PKK_WG_BLOCK_ZMM(MR)                                                                                 \
-    do {                                                                                                     \
-        switch (step) {                                                                                      \
-        case 4: pkk_block_zmm(a->cin, MR, 4, ub, vb, v_block, acc); break;                                   \
-        case 3: pkk_block_zmm(a->cin, MR, 3, ub, vb, v_block, acc); break;                                   \
-        case 2: pkk_block_zmm(a->cin, MR, 2, ub, vb, v_block, acc); break;                                   \
-        default: pkk_block_zmm(a->cin, MR, 1, ub, vb, v_block, acc); break;                                  \
-        }                                                                                                    \
-    } while (0)
-
 /* M[p] = U[p] x V[p] for transform points [lo, hi): per chunk of output
  * channels, their U made for these points in the thread's own buffer, then
  * per block of 6 (or 4) of them (its U panel stays in L1), every block of
@@ -687,8 +675,8 @@ static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo,
                     if (wide) { /* a lone last block computes 16 columns even if 8 are tiles: the rest are zeros */
                         step = used - tb < PKK_ZMM_NB ? used - tb : PKK_ZMM_NB;
                         pkk_v16 acc[6 * PKK_ZMM_NB];
-                        if (mr == 4) PKK_WG_BLOCK_ZMM(4);
-                        else PKK_WG_BLOCK_ZMM(6);
+                        if (mr == 4) pkk_block_zmm_any(a->cin, 4, step, ub, vb, v_block, acc);
+                        else pkk_block_zmm_any(a->cin, 6, step, ub, vb, v_block, acc);
                         for (int h = 0; h < step; h++)
                             for (int r = 0; r < mr; r++)
                                 *(pkk_v16 *)(mb + ((size_t)h * rows + r) * PKK_WG_NR) = acc[PKK_ZMM_NB * r + h];
