@@ -17,7 +17,8 @@
  * 16-float rows, so column blocks are 64 wide there. k is cut in chunks of
  * PKK_PG_KC, and A is packed chunk by chunk, row block by row block
  * [chunk][row block][kc][6], so the weights of one chunk are one contiguous
- * stream (a batch-1 product is bound by reading them). In a chunk, the
+ * stream (a batch-1 product is bound by reading them), and each block
+ * prefetches the next block's weights while it runs. In a chunk, the
  * blocks of C are walked GotoBLAS-style: per group of row blocks (their
  * weights, PKK_PG_A_BLOCK floats, stay in L2), per column block (its
  * kc x 16 slice of B stays in L1, its kc x 64 one in L2), every row block
@@ -228,6 +229,21 @@ PKK_PG_STORE(pkk_pg_store_v16, pkk_v16, pkk_v16u, 16, PKK_ZMM_NB)
  * there would overflow a host thread made with a small stack. */
 static _Thread_local float pkk_pg_panel[PKK_PG_KC * 16 * PKK_ZMM_NB] __attribute__((aligned(64)));
 
+/* The column and row block of C that is item `item` of the walk (group of
+ * row blocks, column block, row block). */
+typedef struct {
+    int col_block, row_block;
+} pkk_pg_block;
+
+static inline pkk_pg_block pkk_pg_item(const pkk_pg_args *g, long item, int row_blocks)
+{
+    const size_t group_items = (size_t)g->group * g->col_blocks;
+    const int g0 = (int)((size_t)item / group_items) * g->group;
+    const int in_group = row_blocks - g0 < g->group ? row_blocks - g0 : g->group;
+    const size_t r = (size_t)item % group_items;
+    return (pkk_pg_block){ (int)(r / (size_t)in_group), g0 + (int)(r % (size_t)in_group) };
+}
+
 /* Blocks [lo, hi) of C in the walk's order (group of row blocks, column
  * block, row block), k chunk by k chunk; wide: the AVX-512 register block,
  * 6 x 64. */
@@ -235,7 +251,6 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
 {
     const int nr = wide ? 16 * PKK_ZMM_NB : 16;
     const int row_blocks = pkk_pg_row_blocks(g->m);
-    const size_t group_items = (size_t)g->group * g->col_blocks;
     float *panel = pkk_pg_panel;
     for (int k0 = 0, kc; k0 < g->k; k0 += kc) {
         /* Chunks of PKK_PG_KC at most, never across a segment's end. */
@@ -247,14 +262,15 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
                                       : g->a + (size_t)k0 * row_blocks * PKK_PG_MR;
         int panel_of = -1; /* the column block whose slice of this chunk the panel holds */
         for (long item = lo; item < hi; item++) {
-            const int g0 = (int)((size_t)item / group_items) * g->group;
-            const int in_group = row_blocks - g0 < g->group ? row_blocks - g0 : g->group;
-            const size_t r = (size_t)item % group_items;
-            const int cb = (int)(r / (size_t)in_group), rb = g0 + (int)(r % (size_t)in_group);
+            const pkk_pg_block block = pkk_pg_item(g, item, row_blocks);
+            const int cb = block.col_block, rb = block.row_block;
             const int r0 = rb * PKK_PG_MR, c0 = cb * nr;
             const int rows = g->m - r0 < PKK_PG_MR ? g->m - r0 : PKK_PG_MR;
             const int cols = g->n - c0 < nr ? g->n - c0 : nr;
             const float *a = a_chunk + (size_t)rb * rb_stride;
+            /* The next block's weights stream in while this one runs (the
+             * range's last block prefetches its own, in cache already). */
+            const float *next_a = a_chunk + (size_t)pkk_pg_item(g, item + 1 < hi ? item + 1 : item, row_blocks).row_block * rb_stride;
             if (panel_of != cb) { /* columns past n are zeros: B is never read past them */
                 const float *b = g->b + (size_t)k0 * g->ldb + c0;
                 for (int i = 0; i < kc; i++) {
@@ -273,13 +289,13 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
             }
             if (wide) {
                 pkk_v16 acc[6 * PKK_ZMM_NB];
-                pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, panel, (size_t)kc * 16, acc);
+                pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, panel, (size_t)kc * 16, next_a, acc);
                 pkk_pg_store_v16(g, acc, rows, cols, r0, c0, first, last);
                 continue;
             }
             pkk_v8 acc[12];
-            if (cols <= 8) pkk_block_6x8(kc, a, panel, acc);
-            else pkk_block_6x16(kc, a, panel, acc);
+            if (cols <= 8) pkk_block_6x8(kc, a, panel, next_a, acc);
+            else pkk_block_6x16(kc, a, panel, next_a, acc);
             pkk_pg_store_v8(g, acc, rows, cols, r0, c0, first, last);
         }
     }

@@ -675,8 +675,8 @@ static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo,
                     if (wide) { /* a lone last block computes 16 columns even if 8 are tiles: the rest are zeros */
                         step = used - tb < PKK_ZMM_NB ? used - tb : PKK_ZMM_NB;
                         pkk_v16 acc[6 * PKK_ZMM_NB];
-                        if (mr == 4) pkk_block_zmm_any(a->cin, 4, step, ub, vb, v_block, acc);
-                        else pkk_block_zmm_any(a->cin, 6, step, ub, vb, v_block, acc);
+                        if (mr == 4) pkk_block_zmm_any(a->cin, 4, step, ub, vb, v_block, NULL, acc);
+                        else pkk_block_zmm_any(a->cin, 6, step, ub, vb, v_block, NULL, acc);
                         for (int h = 0; h < step; h++)
                             for (int r = 0; r < mr; r++)
                                 *(pkk_v16 *)(mb + ((size_t)h * rows + r) * PKK_WG_NR) = acc[PKK_ZMM_NB * r + h];
@@ -689,8 +689,8 @@ static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo,
                         if (half) pkk_block_4x8(a->cin, ub, vb, acc);
                         else pkk_block_4x16(a->cin, ub, vb, acc);
                     } else {
-                        if (half) pkk_block_6x8(a->cin, ub, vb, acc);
-                        else pkk_block_6x16(a->cin, ub, vb, acc);
+                        if (half) pkk_block_6x8(a->cin, ub, vb, NULL, acc);
+                        else pkk_block_6x16(a->cin, ub, vb, NULL, acc);
                     }
                     for (int j = 0; j < 2 * mr; j += 1 + half) out[j] = acc[j];
                 }
