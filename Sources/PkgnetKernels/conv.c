@@ -575,11 +575,48 @@ static int pkk_conv2d_packed(const float *x, int cin, int batch, int h, int w, c
     return 1;
 }
 
+/* Largest 3x3 weights (floats, 1 MiB) kept a second time, transposed, for
+ * pkk_conv3x3_few_pixels: the teachers' and edge students' 4x4 layers (a
+ * ResNet's 128 -> 128: 0.6 MB). Larger ones, the w=64 student's 4x4 layers
+ * (5-9 MB), stay single: at one cube they are bound by reading them. */
+#define PKK_TRANSPOSED_MAX_FLOATS (1 << 18)
+
+/* y [cout][n] = act(W col + bias [+ residual]) for the n <= PKK_FEW_PIXELS
+ * pixels of a call (one cube's 4x4 maps), as y^T [n][cout] = col^T W^T:
+ * the im2col, transposed, as the GEMM's packed operand (n rows, 6 per
+ * register block), and W^T [9 cin][cout] (made once, kept in `cache`) as
+ * the other, 64 output channels per register block. Returns 0 (y
+ * untouched) if the scratch is short or memory for W^T is. */
+static int pkk_conv3x3_few_pixels(const float *x, int cin, int batch, int h, int w, const float *s,
+                                  pkk_weight_cache *cache, const float *bias, int cout, const float *residual,
+                                  int relu, float *y, float *scratch, size_t scratch_floats)
+{
+    const int n = batch * h * w;
+    const size_t a_floats = pkk_packed_weight_floats(n, 9 * cin);
+    if (a_floats + (size_t)n * cout > scratch_floats) return 0;
+    const float *wt = pkk_transposed_winograd_weights(cache, s, cout, cin);
+    if (wt == NULL) return 0;
+    float *a = scratch, *yt = a + a_floats;
+    pkk_pack_pixels3x3(x, cin, batch, h, w, a);
+    pkk_gemm_panels(a, n, cout, 9 * cin, wt, yt, (size_t)cout);
+    for (int co = 0; co < cout; co++)
+        for (int j = 0; j < n; j++) {
+            float v = yt[(size_t)j * cout + co] + (bias ? bias[co] : 0.0f);
+            if (residual) v += residual[(size_t)co * n + j];
+            y[(size_t)co * n + j] = relu && v < 0.0f ? 0.0f : v;
+        }
+    return 1;
+}
+
 int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const float *s, pkk_weight_cache *packed,
                        const float *bias, int cout, const float *residual, int relu, float *y, float *scratch,
                        size_t scratch_floats)
 {
     if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
+    if (packed != NULL && pkk_use_avx512() && (size_t)batch * h * w <= PKK_FEW_PIXELS &&
+        (size_t)9 * cin * cout <= PKK_TRANSPOSED_MAX_FLOATS &&
+        pkk_conv3x3_few_pixels(x, cin, batch, h, w, s, packed, bias, cout, residual, relu, y, scratch, scratch_floats))
+        return 1;
     if (pkk_winograd_block_rows(cout) != 6) { /* blocks of 4 rows: packed again, in blocks of 6 */
         const float *a = pkk_packed_winograd_weights(packed, s, cout, cin);
         return a != NULL && pkk_conv2d_packed(x, cin, batch, h, w, a, bias, cout, 3, 1, 1, residual, relu, y,

@@ -24,6 +24,10 @@
  * kc x 16 slice of B stays in L1, its kc x 64 one in L2), every row block
  * of the group.
  *
+ * A B that does not change (a convolution's weights, where the roles are
+ * swapped: pkk_gemm_panels) is kept in such panels, whole columns of 64,
+ * and read in place.
+ *
  * Each thread owns a contiguous range of C's blocks (in that walk's order)
  * for the whole product and accumulates in C chunk after chunk: every
  * element is summed by one thread in one order, whatever the thread count.
@@ -143,7 +147,8 @@ const float *pkk_packed_weights_from(pkk_weight_cache *cache, pkk_weight_source 
                                      size_t row_stride, size_t col_stride)
 {
     const pkk_pack_source s = { w, NULL, m, k, row_stride, col_stride, 0 };
-    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(m, k), w != NULL ? pkk_pack_fill : NULL, &s);
+    return pkk_weight_cache_get(cache, PKK_CACHE_PACKED, pkk_packed_weight_floats(m, k), w != NULL ? pkk_pack_fill : NULL,
+                                &s);
 }
 
 const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, int k, size_t row_stride,
@@ -156,7 +161,75 @@ const float *pkk_packed_weights(pkk_weight_cache *cache, const float *w, int m, 
 const float *pkk_packed_winograd_weights(pkk_weight_cache *cache, const float *s, int cout, int cin)
 {
     const pkk_pack_source source = { NULL, s, cout, 9 * cin, 0, 0, pkk_winograd_block_rows(cout) };
-    return pkk_weight_cache_get(cache, pkk_packed_weight_floats(cout, 9 * cin), pkk_pack_fill, &source);
+    return pkk_weight_cache_get(cache, PKK_CACHE_PACKED, pkk_packed_weight_floats(cout, 9 * cin), pkk_pack_fill, &source);
+}
+
+/* Columns per panel of a B operand kept in panels (pkk_gemm_panels): the
+ * AVX-512 register block's four 16-float vectors. */
+#define PKK_PANEL_COLS (16 * PKK_ZMM_NB)
+
+static size_t pkk_panel_floats(int n, int k)
+{
+    return (size_t)(n + PKK_PANEL_COLS - 1) / PKK_PANEL_COLS * PKK_PANEL_COLS * (size_t)k;
+}
+
+typedef struct {
+    const float *s;
+    int cout, cin;
+} pkk_transpose_source;
+
+/* B = W^T [9 cin][cout] in panels: B[kk][co], kk = tap cin + ci (the tap
+ * order of the Winograd arrangement's segments), is the weight of output
+ * channel co, input channel ci and tap, read from S ([tap][cout / mr][cin]
+ * [mr]); 0 past cout. */
+static void pkk_transpose_fill(float *panels, const void *args)
+{
+    const pkk_transpose_source *t = args;
+    const int cin = t->cin, cout = t->cout, mr = pkk_winograd_block_rows(cout), k = 9 * cin;
+    const size_t rows = (size_t)(cout + mr - 1) / mr * mr;
+    for (int co = 0; co < (int)(pkk_panel_floats(cout, k) / (size_t)k); co++) {
+        float *dst = panels + ((size_t)(co / 16) * k) * 16 + co % 16; /* vector co / 16 of the panels, lane co % 16 */
+        if (co >= cout) {
+            for (int kk = 0; kk < k; kk++) dst[(size_t)kk * 16] = 0.0f;
+            continue;
+        }
+        for (int tap = 0; tap < 9; tap++) {
+            const float *src = t->s + (size_t)tap * rows * cin + (size_t)(co / mr) * cin * mr + co % mr;
+            for (int ci = 0; ci < cin; ci++) dst[((size_t)tap * cin + ci) * 16] = src[(size_t)ci * mr];
+        }
+    }
+}
+
+const float *pkk_transposed_winograd_weights(pkk_weight_cache *cache, const float *s, int cout, int cin)
+{
+    const pkk_transpose_source t = { s, cout, cin };
+    return pkk_weight_cache_get(cache, PKK_CACHE_TRANSPOSED, pkk_panel_floats(cout, 9 * cin), pkk_transpose_fill, &t);
+}
+
+void pkk_pack_pixels3x3(const float *x, int cin, int batch, int h, int w, float *a)
+{
+    const int m = batch * h * w, k = 9 * cin, row_blocks = pkk_pg_row_blocks(m);
+    const size_t rows = (size_t)row_blocks * PKK_PG_MR;
+    /* at[tap][p]: where pixel p's tap reads in a channel's plane, or -1 (the
+     * zero padding, and the rows past m) */
+    int at[9][PKK_FEW_PIXELS + PKK_PG_MR];
+    for (int tap = 0; tap < 9; tap++)
+        for (int p = 0; p < (int)rows; p++) {
+            const int b = p / (h * w), py = p / w % h + tap / 3 - 1, px = p % w + tap % 3 - 1;
+            at[tap][p] = p < m && py >= 0 && py < h && px >= 0 && px < w ? (b * h + py) * w + px : -1;
+        }
+    for (int k0 = 0; k0 < k; k0 += PKK_PG_KC) {
+        const int kc = k - k0 < PKK_PG_KC ? k - k0 : PKK_PG_KC;
+        for (int rb = 0; rb < row_blocks; rb++) {
+            float *dst = a + (size_t)k0 * rows + (size_t)rb * kc * PKK_PG_MR;
+            for (int i = 0; i < kc; i++) {
+                const int tap = (k0 + i) / cin;
+                const float *plane = x + (size_t)(k0 + i - tap * cin) * m;
+                const int *from = at[tap] + rb * PKK_PG_MR;
+                for (int r = 0; r < PKK_PG_MR; r++) dst[(size_t)i * PKK_PG_MR + r] = from[r] >= 0 ? plane[from[r]] : 0.0f;
+            }
+        }
+    }
 }
 
 /* ---- kernel ---- */
@@ -167,6 +240,7 @@ typedef struct {
     size_t ldb, ldc;
     int m, n, k, relu;
     int seg; /* 0: A packed in chunks of PKK_PG_KC; else A = [k / seg][row block][seg][6] (Winograd arrangement) */
+    const float *panels; /* B kept in panels (AVX-512 only): b and ldb unused */
     int col_blocks, group; /* column blocks (16 columns, 64 on the AVX-512 path); group: row blocks per L2 group */
 } pkk_pg_args;
 
@@ -271,6 +345,13 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
             /* The next block's weights stream in while this one runs (the
              * range's last block prefetches its own, in cache already). */
             const float *next_a = a_chunk + (size_t)pkk_pg_item(g, item + 1 < hi ? item + 1 : item, row_blocks).row_block * rb_stride;
+            if (wide && g->panels) { /* kept in panels: read in place */
+                pkk_v16 acc[6 * PKK_ZMM_NB];
+                pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, g->panels + ((size_t)cb * PKK_ZMM_NB * g->k + k0) * 16,
+                                  (size_t)g->k * 16, next_a, acc);
+                pkk_pg_store_v16(g, acc, rows, cols, r0, c0, first, last);
+                continue;
+            }
             if (panel_of != cb) { /* columns past n are zeros: B is never read past them */
                 const float *b = g->b + (size_t)k0 * g->ldb + c0;
                 for (int i = 0; i < kc; i++) {
@@ -314,15 +395,15 @@ PKK_AVX512 static void pkk_pg_blocks_avx512(long lo, long hi, int thread, const 
     pkk_pg_range(lo, hi, args, 1);
 }
 
-static void pkk_gemm_run(const float *a, int seg, int m, int n, int k, const float *b, size_t ldb, float *c,
-                         size_t ldc, const float *bias, const float *residual, int relu)
+static void pkk_gemm_run(const float *a, int seg, int m, int n, int k, const float *b, size_t ldb,
+                         const float *panels, float *c, size_t ldc, const float *bias, const float *residual, int relu)
 {
     if (m <= 0 || n <= 0) return;
     const int wide = pkk_use_avx512(), nr = wide ? 16 * PKK_ZMM_NB : 16;
     const int row_blocks = pkk_pg_row_blocks(m), col_blocks = (n + nr - 1) / nr;
     int group = PKK_PG_A_BLOCK / (PKK_PG_KC * PKK_PG_MR);
     if (group > row_blocks) group = row_blocks;
-    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, seg, col_blocks, group };
+    const pkk_pg_args g = { a, b, bias, residual, c, ldb, ldc, m, n, k, relu, seg, panels, col_blocks, group };
     if (k <= 0) { /* an empty sum: the epilogue alone */
         for (int r = 0; r < m; r++)
             for (int j = 0; j < n; j++) {
@@ -338,11 +419,16 @@ static void pkk_gemm_run(const float *a, int seg, int m, int n, int k, const flo
 void pkk_gemm_packed(const float *a, int m, int n, int k, const float *b, size_t ldb, float *c, size_t ldc,
                      const float *bias, const float *residual, int relu)
 {
-    pkk_gemm_run(a, 0, m, n, k, b, ldb, c, ldc, bias, residual, relu);
+    pkk_gemm_run(a, 0, m, n, k, b, ldb, NULL, c, ldc, bias, residual, relu);
+}
+
+void pkk_gemm_panels(const float *a, int m, int n, int k, const float *panels, float *c, size_t ldc)
+{
+    pkk_gemm_run(a, 0, m, n, k, NULL, 0, panels, c, ldc, NULL, NULL, 0);
 }
 
 void pkk_gemm_winograd_weights(const float *s, int cout, int n, int cin, const float *b, size_t ldb, float *c,
                                size_t ldc, const float *bias, const float *residual, int relu)
 {
-    pkk_gemm_run(s, cin, cout, n, 9 * cin, b, ldb, c, ldc, bias, residual, relu);
+    pkk_gemm_run(s, cin, cout, n, 9 * cin, b, ldb, NULL, c, ldc, bias, residual, relu);
 }

@@ -135,12 +135,36 @@ void pkk_packed_row_blocks(const float *a, int m, int k, float *dst);
 int pkk_conv3x3s2_packed(const float *x, int cin, int batch, int h, int w, const float *a, const float *bias,
                          int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats);
 
-/* The cached array of `floats` floats, made by fill(dst, args) on the first
- * call (weight_cache.c); NULL if memory is short, or if fill is NULL (only
- * look) and nothing is cached yet. Safe to race. */
+/* The cached array of `floats` floats in `slot`, made by fill(dst, args) on
+ * the first call (weight_cache.c); NULL if memory is short, or if fill is
+ * NULL (only look) and nothing is cached yet. Safe to race. Slots: the
+ * packing for pkk_gemm_packed, and a 3x3 convolution's transposed weights
+ * (pkk_transposed_winograd_weights). */
+enum { PKK_CACHE_PACKED = 0, PKK_CACHE_TRANSPOSED = 1, PKK_CACHE_SLOTS = 2 };
 typedef void (*pkk_weight_fill_fn)(float *dst, const void *args);
-const float *pkk_weight_cache_get(struct pkk_weight_cache *cache, size_t floats, pkk_weight_fill_fn fill,
+const float *pkk_weight_cache_get(struct pkk_weight_cache *cache, int slot, size_t floats, pkk_weight_fill_fn fill,
                                   const void *args);
+
+/* Pixels in all up to which a 3x3 convolution's GEMM runs with the roles of
+ * weights and data swapped (AVX-512): so few columns are one partly used
+ * 16-float vector per row of the register block, where one broadcast
+ * weight per FMA caps the kernel at half the FMA peak; as rows, 64 output
+ * channels make four vectors. */
+#define PKK_FEW_PIXELS 16
+
+/* That GEMM (packed_gemm.c; AVX-512 only: pkk_use_avx512()): C [m][n] (rows
+ * ldc apart) = A x B, with
+ *   A [m][k] the data: a 3x3 pad-1 convolution's im2col, transposed (row:
+ *     one of the m = batch h w <= PKK_FEW_PIXELS pixels of x [cin][batch]
+ *     [h][w]; column tap cin + ci), packed by pkk_pack_pixels3x3 into
+ *     pkk_packed_weight_floats(m, 9 cin) floats
+ *   B [k][n] the weights, kept in 64-column panels: W^T [9 cin][cout] made
+ *     from S (pkk_winograd_arrange_weights) by
+ *     pkk_transposed_winograd_weights, kept in `cache` (NULL if memory is
+ *     short). */
+void pkk_pack_pixels3x3(const float *x, int cin, int batch, int h, int w, float *a);
+const float *pkk_transposed_winograd_weights(struct pkk_weight_cache *cache, const float *s, int cout, int cin);
+void pkk_gemm_panels(const float *a, int m, int n, int k, const float *panels, float *c, size_t ldc);
 
 /* OpenCV INTER_LINEAR sample positions and fixed-point weights (scale 2048)
  * of one axis resized from n to d pixels (crop.c): output k reads sources

@@ -172,11 +172,25 @@ final class KernelWinogradTests: KernelTestCase {
         XCTAssertNil(Self.conv(c, ConvInputs(c, seed: 700), scratchFloats: Self.scratchFloats(c, tiles: 16) - 1))
     }
 
+    /// Calls of at most 16 pixels in all, whose packed path (with AVX-512 and
+    /// room in the scratch) is the product with the roles swapped, against W^T
+    /// kept in the cache: output channels past a 64-column panel (100, 70) and
+    /// in blocks of 4 (32, 3), input channels over more than one GEMM chunk
+    /// (130 x 9 = 1170 > 256), and a pixel count that is not a multiple of the
+    /// 6-row register block (15).
+    private let fewPixelCases: [ConvCase] = [
+        ConvCase(cin: 40, cout: 100, batch: 1, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 130, cout: 70, batch: 1, h: 3, w: 5, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
+        ConvCase(cin: 8, cout: 32, batch: 4, h: 2, w: 2, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: true),
+    ]
+
     func testPackedPathMatchesDirectConvolution() {
         // The same arranged weights as a GEMM: the path for few tiles. Blocks of
         // 6 rows are read as they are (cout 6, and 64 = 10 x 6 + 4 with more input
-        // channels than one GEMM chunk of 256), blocks of 4 packed again.
-        let cases = self.cases + [
+        // channels than one GEMM chunk of 256), blocks of 4 packed again. With
+        // one column of scratch the few-pixel cases take the direct GEMM too;
+        // with 1 << 16 floats, the swapped product.
+        let cases = self.cases + fewPixelCases + [
             ConvCase(cin: 300, cout: 64, batch: 2, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
         ]
         Self.forEachCase(cases) { c, input, expected, place in
@@ -195,8 +209,12 @@ final class KernelWinogradTests: KernelTestCase {
     }
 
     func testSharedPackingFromConcurrentFirstCalls() {
-        // Eight threads race to pack the arranged weights; all must see one array.
-        let c = cases[1]
+        // Eight threads race to pack the arranged weights (and, for a few
+        // pixels, to transpose them); all must see one array.
+        for c in [cases[1], fewPixelCases[0]] { Self.raceFirstCalls(c) }
+    }
+
+    private static func raceFirstCalls(_ c: ConvCase) {
         let input = ConvInputs(c, seed: 800)
         let expected = input.expected(c)
         final class Shared: @unchecked Sendable {  // each thread writes its own slot

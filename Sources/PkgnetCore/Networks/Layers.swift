@@ -55,7 +55,9 @@ struct Conv2D {
     /// The weights packed for the C GEMM, for the other ungrouped
     /// convolutions (made at load), and for Winograd ones with 16 or 32 output
     /// channels, whose arrangement the GEMM cannot read (made on the first
-    /// call that runs the GEMM: too few tiles or input channels for Winograd).
+    /// call that runs the GEMM: too few tiles or input channels for Winograd);
+    /// and a Winograd one's transposed weights, for its GEMM on at most 16
+    /// pixels (made on the first such call, for weights of at most 1 MiB).
     let packed: WeightCache?
 
     /// `weight`: [cout][cin/groups][kernel][kernel] as the model file holds

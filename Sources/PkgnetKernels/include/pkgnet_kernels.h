@@ -65,7 +65,9 @@ void pkk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
  * Weights rearranged once per layer and kept (weight_cache.c): a Winograd
  * transform, or a packing for pkk_gemm_packed. Made on a layer's first call
  * and shared by every thread that runs the layer; freeing NULL is a no-op.
- * One cache belongs to one weight array and one use.
+ * One cache belongs to one weight array; it keeps up to two arrangements
+ * of it (the GEMM's packing and a 3x3 convolution's transposed weights,
+ * pkk_conv3x3_packed), each made on its first use.
  */
 /*
  * A weight tensor as a model file stores it, read in place (weight_source.c):
@@ -198,9 +200,12 @@ int pkk_conv3x3_winograd_dweight(const float *x, int cin, int batch, int h, int 
 /* The same convolution from the same arranged weights as an im2col GEMM
  * (for the few tiles where Winograd is slower): on s itself where its
  * blocks are 6 rows, the GEMM's own layout; blocks of 4 (16 and 32 output
- * channels) are packed again, once, into `packed`. Returns 0 (y untouched)
- * if memory for that packing is short or the scratch holds less than one
- * column (9 cin floats). */
+ * channels) are packed again, once, into `packed`. With AVX-512, at most 16
+ * pixels in all and weights of at most 1 MiB, the GEMM with the roles
+ * swapped (output channels in the vectors) against the weights transposed
+ * once into `packed`, where the scratch holds its packed pixels and output.
+ * Returns 0 (y untouched) if memory for a packing is short or the scratch
+ * holds less than one column (9 cin floats). */
 int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const float *s, pkk_weight_cache *packed,
                        const float *bias, int cout, const float *residual, int relu, float *y, float *scratch,
                        size_t scratch_floats);
