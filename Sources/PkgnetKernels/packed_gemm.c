@@ -187,7 +187,8 @@ static void pkk_transpose_fill(float *panels, const void *args)
     const pkk_transpose_source *t = args;
     const int cin = t->cin, cout = t->cout, mr = pkk_winograd_block_rows(cout), k = 9 * cin;
     const size_t rows = (size_t)(cout + mr - 1) / mr * mr;
-    for (int co = 0; co < (int)(pkk_panel_floats(cout, k) / (size_t)k); co++) {
+    const int cols = (int)(pkk_panel_floats(cout, k) / (size_t)k); /* cout rounded up to whole panels */
+    for (int co = 0; co < cols; co++) {
         float *dst = panels + ((size_t)(co / 16) * k) * 16 + co % 16; /* vector co / 16 of the panels, lane co % 16 */
         if (co >= cout) {
             for (int kk = 0; kk < k; kk++) dst[(size_t)kk * 16] = 0.0f;
