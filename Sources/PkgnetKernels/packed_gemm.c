@@ -346,7 +346,8 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
             /* The next block's weights stream in while this one runs (the
              * range's last block prefetches its own, in cache already). */
             const float *next_a = a_chunk + (size_t)pkk_pg_item(g, item + 1 < hi ? item + 1 : item, row_blocks).row_block * rb_stride;
-            if (wide && g->panels) { /* kept in panels: read in place */
+            if (wide && g->panels) { /* kept in panels: read in place. The weights are
+                                       * B here, not prefetched; next_a is the pixels. */
                 pkk_v16 acc[6 * PKK_ZMM_NB];
                 pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, g->panels + ((size_t)cb * PKK_ZMM_NB * g->k + k0) * 16,
                                   (size_t)g->k * 16, next_a, acc);
