@@ -623,7 +623,11 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
                                               scratch, scratch_floats);
     }
     /* Blocks of 6 rows are the packed GEMM's own layout, tap by tap: s is
-     * read as it is, against an im2col in tap order. */
+     * read as it is, against an im2col in tap order. A tile of 16 columns
+     * (one cube's 4x4 maps, in layers too large for the swapped product) is
+     * one AVX-512 vector wide: its im2col [9 cin][16] is the panel the GEMM
+     * reads, in place, instead of copying it chunk by chunk on each thread
+     * (4x4 layers of 512 input channels: 1.09-1.14x). */
     const size_t ncols = (size_t)batch * h * w;
     const size_t tile = pkk_packed_tile((size_t)9 * cin, ncols, scratch_floats);
     if (tile == 0) return 0;
@@ -631,8 +635,12 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
         const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
         const pkk_im2col_args ia = { x, cin, batch, h, w, 3, 1, 1, h, w, c0, tn, scratch, 1 };
         pkk_im2col(&ia, 1);
-        pkk_gemm_winograd_weights(s, cout, tn, cin, scratch, (size_t)tn, y + c0, ncols, bias,
-                                  residual ? residual + c0 : NULL, relu);
+        if (pkk_use_avx512() && tn == 16)
+            pkk_gemm_winograd_weights_panels(s, cout, tn, cin, scratch, y + c0, ncols, bias,
+                                             residual ? residual + c0 : NULL, relu);
+        else
+            pkk_gemm_winograd_weights(s, cout, tn, cin, scratch, (size_t)tn, y + c0, ncols, bias,
+                                      residual ? residual + c0 : NULL, relu);
     }
     return 1;
 }

@@ -346,8 +346,9 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
             /* The next block's weights stream in while this one runs (the
              * range's last block prefetches its own, in cache already). */
             const float *next_a = a_chunk + (size_t)pkk_pg_item(g, item + 1 < hi ? item + 1 : item, row_blocks).row_block * rb_stride;
-            if (wide && g->panels) { /* kept in panels: read in place. The weights are
-                                       * B here, not prefetched; next_a is the pixels. */
+            if (wide && g->panels) { /* kept in panels, read in place: the weights
+                                       * (swapped in as B, not prefetched; next_a is
+                                       * then the pixels), or an im2col made so. */
                 pkk_v16 acc[6 * PKK_ZMM_NB];
                 pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, g->panels + ((size_t)cb * PKK_ZMM_NB * g->k + k0) * 16,
                                   (size_t)g->k * 16, next_a, acc);
@@ -433,4 +434,10 @@ void pkk_gemm_winograd_weights(const float *s, int cout, int n, int cin, const f
                                size_t ldc, const float *bias, const float *residual, int relu)
 {
     pkk_gemm_run(s, cin, cout, n, 9 * cin, b, ldb, NULL, c, ldc, bias, residual, relu);
+}
+
+void pkk_gemm_winograd_weights_panels(const float *s, int cout, int n, int cin, const float *panels, float *c,
+                                      size_t ldc, const float *bias, const float *residual, int relu)
+{
+    pkk_gemm_run(s, cin, cout, n, 9 * cin, NULL, 0, panels, c, ldc, bias, residual, relu);
 }

@@ -189,9 +189,12 @@ final class KernelWinogradTests: KernelTestCase {
         // 6 rows are read as they are (cout 6, and 64 = 10 x 6 + 4 with more input
         // channels than one GEMM chunk of 256), blocks of 4 packed again. With
         // one column of scratch the few-pixel cases take the direct GEMM too;
-        // with 1 << 16 floats, the swapped product.
+        // with 1 << 16 floats, the swapped product. 16 pixels with weights too
+        // large to transpose (9 x 200 x 150 floats): with 1 << 16 floats, a
+        // tile of 16 columns, whose im2col the AVX-512 GEMM reads in place.
         let cases = self.cases + fewPixelCases + [
             ConvCase(cin: 300, cout: 64, batch: 2, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+            ConvCase(cin: 200, cout: 150, batch: 1, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
         ]
         Self.forEachCase(cases) { c, input, expected, place in
             let cache = pkk_weight_cache_new()!
