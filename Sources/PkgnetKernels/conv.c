@@ -23,6 +23,7 @@
 #include "pkk_internal.h"
 
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -635,7 +636,7 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
         const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
         const pkk_im2col_args ia = { x, cin, batch, h, w, 3, 1, 1, h, w, c0, tn, scratch, 1 };
         pkk_im2col(&ia, 1);
-        if (pkk_use_avx512() && tn == 16)
+        if (pkk_use_avx512() && tn == 16 && ((uintptr_t)scratch & 63) == 0) /* the GEMM's panels are whole lines */
             pkk_gemm_winograd_weights_panels(s, cout, tn, cin, scratch, y + c0, ncols, bias,
                                              residual ? residual + c0 : NULL, relu);
         else

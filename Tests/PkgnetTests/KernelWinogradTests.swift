@@ -209,6 +209,16 @@ final class KernelWinogradTests: KernelTestCase {
             }
             XCTAssertNil(Self.conv(c, input, scratchFloats: 9 * c.cin - 1, packed: cache), "\(c)")
         }
+        // Scratch off a 64-byte line: the 16-column tile is copied, not read in place.
+        let c = cases.last!
+        let input = ConvInputs(c, seed: 700)
+        let cache = pkk_weight_cache_new()!
+        defer { pkk_weight_cache_free(cache) }
+        for offset in [1, 4, 8] {
+            let y = Self.conv(c, input, scratchFloats: 1 << 16, offset: offset, packed: cache)
+            XCTAssertNotNil(y, "\(c): declined scratch \(offset) floats past 64 bytes")
+            if let y { assertClose(y, input.expected(c), rel: 1e-5, "packed \(c) scratch offset \(offset)") }
+        }
     }
 
     func testSharedPackingFromConcurrentFirstCalls() {
