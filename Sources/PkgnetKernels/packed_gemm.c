@@ -24,9 +24,10 @@
  * kc x 16 slice of B stays in L1, its kc x 64 one in L2), every row block
  * of the group.
  *
- * A B that does not change (a convolution's weights, where the roles are
- * swapped: pkk_gemm_panels) is kept in such panels, whole columns of 64,
- * and read in place.
+ * A B laid out in such panels, whole columns of 64 ([vector][k][16]), is
+ * read in place: a convolution's weights where the roles are swapped
+ * (pkk_gemm_panels), and an im2col one vector wide
+ * (pkk_gemm_winograd_weights_panels).
  *
  * Each thread owns a contiguous range of C's blocks (in that walk's order)
  * for the whole product and accumulates in C chunk after chunk: every

@@ -192,9 +192,11 @@ final class KernelWinogradTests: KernelTestCase {
         // with 1 << 16 floats, the swapped product. 16 pixels with weights too
         // large to transpose (9 x 200 x 150 floats): with 1 << 16 floats, a
         // tile of 16 columns, whose im2col the AVX-512 GEMM reads in place.
+        let sixteenColumns = ConvCase(cin: 200, cout: 150, batch: 1, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1,
+                                      bias: true, residual: true, relu: true)
         let cases = self.cases + fewPixelCases + [
             ConvCase(cin: 300, cout: 64, batch: 2, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
-            ConvCase(cin: 200, cout: 150, batch: 1, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+            sixteenColumns,
         ]
         Self.forEachCase(cases) { c, input, expected, place in
             let cache = pkk_weight_cache_new()!
@@ -210,7 +212,7 @@ final class KernelWinogradTests: KernelTestCase {
             XCTAssertNil(Self.conv(c, input, scratchFloats: 9 * c.cin - 1, packed: cache), "\(c)")
         }
         // Scratch off a 64-byte line: the 16-column tile is copied, not read in place.
-        let c = cases.last!
+        let c = sixteenColumns
         let input = ConvInputs(c, seed: 700)
         let cache = pkk_weight_cache_new()!
         defer { pkk_weight_cache_free(cache) }
