@@ -166,7 +166,7 @@ void pkk_winograd_arrange_weights(const float *weight, int cin, int cout, float 
  * partial vector through a zeroed copy): both G steps for the point rows
  * the range touches. */
 static inline __attribute__((always_inline)) void pkk_wg_transform(const float *s, size_t tap_stride, size_t count,
-                                                                    int p0, int p1, float *u)
+                                                                    int p0, int p1, size_t point_stride, float *u)
 {
     pkk_v16 g[9], t[18], row[6];
     for (size_t e = 0; e < count; e += 16) {
@@ -185,7 +185,7 @@ static inline __attribute__((always_inline)) void pkk_wg_transform(const float *
             for (int j = 0; j < 6; j++) {
                 const int p = i * 6 + j;
                 if (p < p0 || p >= p1) continue;
-                float *dst = u + (size_t)(p - p0) * count + e;
+                float *dst = u + (size_t)(p - p0) * point_stride + e;
                 if (n == 16) {
                     *(pkk_v16u *)dst = row[j];
                 } else {
@@ -199,12 +199,12 @@ static inline __attribute__((always_inline)) void pkk_wg_transform(const float *
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 static void pkk_wg_transform_all(const float *s, size_t tap_stride, size_t count, float *u)
 {
-    pkk_wg_transform(s, tap_stride, count, 0, PKK_WG_POINTS, u);
+    pkk_wg_transform(s, tap_stride, count, 0, PKK_WG_POINTS, count, u);
 }
 
 PKK_AVX512 static void pkk_wg_transform_all_avx512(const float *s, size_t tap_stride, size_t count, float *u)
 {
-    pkk_wg_transform(s, tap_stride, count, 0, PKK_WG_POINTS, u);
+    pkk_wg_transform(s, tap_stride, count, 0, PKK_WG_POINTS, count, u);
 }
 
 void pkk_winograd_transform_weights(const float *s, int cin, int cout, int row0, int row1, float *u)
@@ -260,6 +260,7 @@ typedef struct {
     int tn;      /* tiles in the chunk */
     int blocks;  /* blocks of 16 tiles a chunk holds: V [36][blocks][cin][16],
                     M [36][blocks][rows][16], points pkk_wg_v_stride / m_stride apart */
+    int u_ready; /* u holds every point's transformed weights, all rows, [36][rows cin], shared */
 } pkk_wg_args;
 
 /* The order of the tiles in V and M, which the GEMMs do not see. Image
@@ -348,6 +349,7 @@ typedef struct {
     float *data;
     int first, last, pitch;
     size_t stride;
+    int y0, y1; /* image rows [y0, y1) copied: the rows the chunk's patches read */
 } pkk_wg_padded;
 
 /* The calling thread's padded planes for the chunk. */
@@ -355,8 +357,15 @@ static pkk_wg_padded pkk_wg_chunk_pad(const pkk_wg_args *a, int thread)
 {
     const int first = pkk_tile_at(a, a->t0).b, last = pkk_tile_at(a, a->t0 + (size_t)a->tn - 1).b;
     const int pitch = 4 * a->tiles_x + 2, group = a->interleaved ? PKK_WG_GROUP : 1;
-    const pkk_wg_padded pad = { a->pads + (size_t)thread * a->pad_floats, first / group, last / group, pitch,
-                                (size_t)pitch * (size_t)(4 * a->tiles_y + 2) * (size_t)group };
+    pkk_wg_padded pad = { a->pads + (size_t)thread * a->pad_floats, first / group, last / group, pitch,
+                          (size_t)pitch * (size_t)(4 * a->tiles_y + 2) * (size_t)group, 0, a->h };
+    if (pad.first == pad.last) { /* one plane: only the rows of its tile rows' patches */
+        const int ty0 = pkk_tile_at(a, a->t0).ty, ty1 = pkk_tile_at(a, a->t0 + (size_t)a->tn - 1).ty;
+        if (ty0 <= ty1) {
+            pad.y0 = 4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0;
+            pad.y1 = 4 * ty1 + 5 < a->h ? 4 * ty1 + 5 : a->h;
+        }
+    }
     return pad;
 }
 
@@ -411,8 +420,9 @@ static inline __attribute__((always_inline)) void pkk_wg_pad_interleaved(const p
     for (int g = pad->first; g <= pad->last; g++) {
         const float *src = xc + (size_t)g * PKK_WG_GROUP * plane;
         float *dst = pad->data + (size_t)(g - pad->first) * pad->stride;
-        int y = 0, x = 0;
-        for (size_t i0 = 0; i0 < plane; i0 += 16) {
+        const size_t i_from = (size_t)pad->y0 * w / 16 * 16, i_to = ((size_t)pad->y1 * w + 15) / 16 * 16;
+        int y = (int)(i_from / (size_t)w), x = (int)(i_from % (size_t)w);
+        for (size_t i0 = i_from; i0 < i_to && i0 < plane; i0 += 16) {
             pkk_v16 r[16], c[16];
             const float *row = src + i0;
             for (int l = 0; l < 16; l++, row += plane) r[l] = *(const pkk_v16u *)row;
@@ -439,11 +449,14 @@ static inline __attribute__((always_inline)) void pkk_wg_pad(const pkk_wg_args *
     for (int b = first; b <= pad->last; b++) {
         const float *src = xc + (size_t)b * h * w;
         float *dst = pad->data + (size_t)(b - first) * pad->stride + pitch + 1;
+        src += (size_t)pad->y0 * w;
+        dst += (size_t)pad->y0 * pitch;
         if (w % PKK_WG_LANES == 0) {
-            for (int iy = 0; iy < h; iy++, src += w, dst += pitch)
+            for (int iy = pad->y0; iy < pad->y1; iy++, src += w, dst += pitch)
                 for (int ix = 0; ix < w; ix += PKK_WG_LANES) *(pkk_v8u *)(dst + ix) = *(const pkk_v8u *)(src + ix);
         } else {
-            for (int iy = 0; iy < h; iy++, src += w, dst += pitch) memcpy(dst, src, sizeof(float) * (size_t)w);
+            for (int iy = pad->y0; iy < pad->y1; iy++, src += w, dst += pitch)
+                memcpy(dst, src, sizeof(float) * (size_t)w);
         }
     }
 }
@@ -658,14 +671,14 @@ static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo,
     const int mr = pkk_winograd_block_rows(a->cout), rows = pkk_wg_rows(a->cout);
     const int used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
     const size_t v_block = (size_t)a->cin * PKK_WG_NR, tap_stride = (size_t)rows * a->cin;
-    float *u = a->u + (size_t)thread * a->u_floats;
-    const int rc = pkk_wg_chunk_rows(a->cin, a->cout, (int)(hi - lo), a->u_floats);
+    float *u = a->u_ready ? a->u : a->u + (size_t)thread * a->u_floats;
+    const int rc = a->u_ready ? rows : pkk_wg_chunk_rows(a->cin, a->cout, (int)(hi - lo), a->u_floats);
     for (int c0 = 0; c0 < rows; c0 += rc) {
         const int cn = rows - c0 < rc ? rows - c0 : rc;
         const size_t count = (size_t)cn * a->cin;
-        pkk_wg_transform(a->s + (size_t)c0 * a->cin, tap_stride, count, (int)lo, (int)hi, u);
+        if (!a->u_ready) pkk_wg_transform(a->s + (size_t)c0 * a->cin, tap_stride, count, (int)lo, (int)hi, count, u);
         for (long p = lo; p < hi; p++) {
-            const float *up = u + (size_t)(p - lo) * count;
+            const float *up = u + (size_t)(a->u_ready ? p : p - lo) * count;
             const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
             float *mp = a->m + (size_t)p * pkk_wg_m_stride((size_t)a->blocks, a->cout);
             for (int r0 = c0; r0 < c0 + cn; r0 += mr)
@@ -910,11 +923,228 @@ size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, i
  * the w=16 model 10% slower: 16 stays. */
 int pkk_winograd_min_tiles(void) { return pkk_use_avx512() ? 16 : 4; }
 
+/* ---- 32-wide maps: whole chunks per thread ----
+ *
+ * On the 32x32 maps the chunked passes above are slow twice over: V and M
+ * of a batch go out to memory and back between three parallel passes, and
+ * image-interleaved tiles are copied in and out through 16 x 16 transposes
+ * of planes 4 KiB apart. Here each thread instead takes whole chunks of 32
+ * or 64 tiles and runs all three steps on one chunk before the next, its V
+ * and M staying in its L2; the weights are transformed once per call for
+ * all points (U, shared, read by every chunk). A block of 16 tiles is two
+ * tile rows of one 32-wide image (h % 8 == 0):
+ * lane l is tile (ty + l / 8, l % 8). A patch element (r, c) of the eight
+ * tiles of a row is every fourth float of a padded row from c on, so each
+ * comes out of one two-register shuffle, and an output row is the four
+ * column vectors of a tile row interleaved: no transpose across images,
+ * and y is written in whole 16-float rows. */
+
+#define PKK_EVERY4(X0, X1, c)                                                                                \
+    __builtin_shufflevector(X0, X1, c, c + 4, c + 8, c + 12, c + 16, c + 20, c + 24, c + 28)
+
+/* V of the chunk's block k (tile rows ty, ty + 1 of image b) for one channel
+ * of the padded planes. */
+PKK_AVX512 static void pkk_wg_input_rows32(const pkk_wg_padded *pad, int b, int ty, float *dst, size_t point_stride)
+{
+    const float *top = pad->data + (size_t)(b - pad->first) * pad->stride + (size_t)(4 * ty) * pad->pitch;
+    pkk_v16 d[PKK_WG_POINTS], t[PKK_WG_POINTS];
+    for (int r = 0; r < 6; r++) {
+        const float *ra = top + (size_t)r * pad->pitch, *rb = ra + (size_t)4 * pad->pitch;
+        const pkk_v16 a0 = *(const pkk_v16u *)ra, a1 = *(const pkk_v16u *)(ra + 16);
+        const pkk_v16 a4 = *(const pkk_v16u *)(ra + 4), a5 = *(const pkk_v16u *)(ra + 20);
+        const pkk_v16 b0 = *(const pkk_v16u *)rb, b1 = *(const pkk_v16u *)(rb + 16);
+        const pkk_v16 b4 = *(const pkk_v16u *)(rb + 4), b5 = *(const pkk_v16u *)(rb + 20);
+#define PKK_JOIN(A, B) __builtin_shufflevector(A, B, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        d[6 * r + 0] = PKK_JOIN(PKK_EVERY4(a0, a1, 0), PKK_EVERY4(b0, b1, 0));
+        d[6 * r + 1] = PKK_JOIN(PKK_EVERY4(a0, a1, 1), PKK_EVERY4(b0, b1, 1));
+        d[6 * r + 2] = PKK_JOIN(PKK_EVERY4(a0, a1, 2), PKK_EVERY4(b0, b1, 2));
+        d[6 * r + 3] = PKK_JOIN(PKK_EVERY4(a0, a1, 3), PKK_EVERY4(b0, b1, 3));
+        d[6 * r + 4] = PKK_JOIN(PKK_EVERY4(a4, a5, 0), PKK_EVERY4(b4, b5, 0));
+        d[6 * r + 5] = PKK_JOIN(PKK_EVERY4(a4, a5, 1), PKK_EVERY4(b4, b5, 1));
+#undef PKK_JOIN
+    }
+    for (int c = 0; c < 6; c++) pkk_wg_bt16(d + c, 6, t + c, 6); /* columns: B^T d */
+    for (int r = 0; r < 6; r++) {
+        pkk_v16 v[6];
+        pkk_wg_bt16(t + 6 * r, 1, v, 1); /* rows: (.) B */
+        for (int k = 0; k < 6; k++) *(pkk_v16 *)(dst + (size_t)(6 * r + k) * point_stride) = v[k];
+    }
+}
+
+/* y of output channel co for block k's tiles (rows ty, ty + 1 of image b):
+ * bias, residual and ReLU on the way out. */
+PKK_AVX512 static void pkk_wg_output_rows32(const pkk_wg_args *a, const float *src, size_t point_stride, int co,
+                                            int b, int ty)
+{
+    const size_t plane = (size_t)a->h * 32, base = (size_t)co * a->batch * plane + (size_t)b * plane
+                                                 + (size_t)(4 * ty) * 32;
+    const float bv = a->bias ? a->bias[co] : 0.0f;
+    pkk_v16 m[PKK_WG_POINTS], t[24], o[16];
+    for (int p = 0; p < PKK_WG_POINTS; p++) m[p] = *(const pkk_v16 *)(src + (size_t)p * point_stride);
+    for (int c = 0; c < 6; c++) pkk_wg_at16(m + c, 6, t + c, 6);         /* columns: A^T M */
+    for (int r = 0; r < 4; r++) pkk_wg_at16(t + 6 * r, 1, o + 4 * r, 1); /* rows: (.) A */
+    for (int r = 0; r < 4; r++) {
+        const pkk_v16 q0 = o[4 * r] + bv, q1 = o[4 * r + 1] + bv, q2 = o[4 * r + 2] + bv, q3 = o[4 * r + 3] + bv;
+        /* per 128-bit lane g: w_i holds tile column 4g + i's four outputs */
+        const pkk_v16 u0 = __builtin_shufflevector(q0, q1, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29);
+        const pkk_v16 u1 = __builtin_shufflevector(q0, q1, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+        const pkk_v16 u2 = __builtin_shufflevector(q2, q3, 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29);
+        const pkk_v16 u3 = __builtin_shufflevector(q2, q3, 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31);
+        const pkk_v16 w0 = __builtin_shufflevector(u0, u2, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        const pkk_v16 w1 = __builtin_shufflevector(u0, u2, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+        const pkk_v16 w2 = __builtin_shufflevector(u1, u3, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        const pkk_v16 w3 = __builtin_shufflevector(u1, u3, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+        const pkk_v16 x01 = __builtin_shufflevector(w0, w1, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+        const pkk_v16 x23 = __builtin_shufflevector(w2, w3, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+        const pkk_v16 y01 = __builtin_shufflevector(w0, w1, 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30,
+                                                    31);
+        const pkk_v16 y23 = __builtin_shufflevector(w2, w3, 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30,
+                                                    31);
+        pkk_v16 out[4] = { /* row r of tile row ty: columns 0..15, 16..31; of tile row ty + 1: the same */
+                           __builtin_shufflevector(x01, x23, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                           __builtin_shufflevector(x01, x23, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
+                                                   30, 31),
+                           __builtin_shufflevector(y01, y23, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                           __builtin_shufflevector(y01, y23, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
+                                                   30, 31) };
+        for (int h = 0; h < 4; h++) {
+            const size_t at = base + (size_t)(r + 4 * (h / 2)) * 32 + 16 * (h % 2);
+            if (a->residual) out[h] += *(const pkk_v16u *)(a->residual + at);
+            if (a->relu) out[h] = __builtin_elementwise_max(out[h], (pkk_v16){ 0 });
+            *(pkk_v16u *)(a->y + at) = out[h];
+        }
+    }
+}
+
+static size_t pkk_wg_rows32_v_floats(size_t blocks, int cin)
+{
+    return (PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin) + 15) / 16 * 16;
+}
+static size_t pkk_wg_rows32_m_floats(size_t blocks, int cout)
+{
+    return (PKK_WG_POINTS * pkk_wg_m_stride(blocks, cout) + 15) / 16 * 16;
+}
+static size_t pkk_wg_rows32_pad_floats(int batch, int h, size_t blocks)
+{
+    return (pkk_wg_pad_floats(batch, h / 4, 8, blocks) + 15) / 16 * 16;
+}
+
+/* Scratch for chunks of `chunk` tiles on `threads` threads: U, and per
+ * thread V, M and the padded planes, 64-byte aligned. */
+static size_t pkk_wg_rows32_need(int cin, int cout, int batch, int h, int chunk, size_t threads)
+{
+    const size_t blocks = (size_t)chunk / PKK_WG_NR;
+    return (size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin
+         + threads * (pkk_wg_rows32_v_floats(blocks, cin) + pkk_wg_rows32_m_floats(blocks, cout)
+                      + pkk_wg_rows32_pad_floats(batch, h, blocks)) + 15;
+}
+
+/* Tiles per chunk: 64 where the batch has a chunk per thread (V and M of
+ * 64 channels in about 1.2 MB: 32 measured 1.02-1.05x the time, 128 level),
+ * else 32 or 16 (a single 32x32 image splits over two threads); halved
+ * while the scratch is short. 0: not even 16 fit. */
+static int pkk_wg_rows32_chunk(int cin, int cout, int batch, int h, size_t threads, size_t scratch_floats)
+{
+    const size_t tiles = (size_t)batch * (size_t)h * 2;
+    int chunk = 64;
+    while (chunk > 16 && tiles / (size_t)chunk < threads) chunk /= 2;
+    while (chunk >= 16 && pkk_wg_rows32_need(cin, cout, batch, h, chunk, threads) > scratch_floats) chunk /= 2;
+    return chunk >= 16 ? chunk : 0;
+}
+
+typedef struct {
+    const pkk_wg_args *a; /* u: the shared U; v, m, pads: the first thread's */
+    size_t v_floats, m_floats, tiles;
+    int chunk;
+} pkk_wg_rows32_args;
+
+/* Chunks [lo, hi) of the batch, one after the other, in the thread's own
+ * V, M and padded planes. */
+PKK_AVX512 static void pkk_wg_rows32_chunks(long lo, long hi, int thread, const void *args)
+{
+    const pkk_wg_rows32_args *f = args;
+    pkk_wg_args a = *f->a;
+    a.v += (size_t)thread * f->v_floats;
+    a.m += (size_t)thread * f->m_floats;
+    const size_t in_ch = (size_t)a.batch * a.h * a.w;
+    const size_t v_points = pkk_wg_v_stride((size_t)a.blocks, a.cin);
+    const size_t m_points = pkk_wg_m_stride((size_t)a.blocks, a.cout);
+    const int rows = pkk_wg_rows(a.cout);
+    for (long c = lo; c < hi; c++) {
+        a.t0 = (size_t)c * f->chunk;
+        a.tn = (int)(f->tiles - a.t0 < (size_t)f->chunk ? f->tiles - a.t0 : (size_t)f->chunk);
+        const int blocks = a.tn / PKK_WG_NR;
+        const pkk_wg_padded pad = pkk_wg_chunk_pad(&a, thread);
+        pkk_wg_pad_clear(&pad);
+        for (int ci = 0; ci < a.cin; ci++) {
+            pkk_wg_pad(&a, a.x + (size_t)ci * in_ch, &pad);
+            for (int k = 0; k < blocks; k++) {
+                const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
+                pkk_wg_input_rows32(&pad, at.b, at.ty, a.v + ((size_t)k * a.cin + ci) * PKK_WG_NR, v_points);
+            }
+        }
+        pkk_wg_products_range(0, PKK_WG_POINTS, thread, &a, 1);
+        for (int co = 0; co < a.cout; co++)
+            for (int k = 0; k < blocks; k++) {
+                const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
+                pkk_wg_output_rows32(&a, a.m + ((size_t)k * rows + co) * PKK_WG_NR, m_points, co, at.b, at.ty);
+            }
+    }
+}
+
+typedef struct {
+    const float *s;
+    size_t tap_stride, count;
+    float *u;
+} pkk_wg_u_args;
+
+#define PKK_WG_U_RUN 512 /* weights per work item of U's transform */
+
+/* U [36][rows cin] for the weights [lo, hi) runs of PKK_WG_U_RUN: each
+ * run's G columns once for all 36 points. */
+PKK_AVX512 static void pkk_wg_u_runs(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    const pkk_wg_u_args *g = args;
+    const size_t e0 = (size_t)lo * PKK_WG_U_RUN, end = (size_t)hi * PKK_WG_U_RUN;
+    const size_t e1 = end < g->count ? end : g->count;
+    pkk_wg_transform(g->s + e0, g->tap_stride, e1 - e0, 0, PKK_WG_POINTS, g->count, g->u + e0);
+}
+
+/* The 32-wide maps' path (AVX-512, w == 32, h % 8 == 0), or 0 where the
+ * scratch is too small for it (the chunked path may still fit). */
+static int pkk_conv3x3_winograd_rows32(const float *x, int cin, int batch, int h, const float *s, const float *bias,
+                                       int cout, const float *residual, int relu, float *y, float *scratch,
+                                       size_t scratch_floats)
+{
+    const int tiles_y = h / 4, tiles_x = 8;
+    const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
+    const int chunk = pkk_wg_rows32_chunk(cin, cout, batch, h, threads, scratch_floats);
+    if (chunk == 0) return 0;
+    const size_t blocks = (size_t)chunk / PKK_WG_NR;
+    const size_t u_floats = (size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin;
+    const size_t v_floats = pkk_wg_rows32_v_floats(blocks, cin), m_floats = pkk_wg_rows32_m_floats(blocks, cout);
+    const size_t pad_floats = pkk_wg_rows32_pad_floats(batch, h, blocks);
+    float *u = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
+    float *v = u + u_floats, *m = v + threads * v_floats, *pad = m + threads * m_floats;
+    const pkk_wg_u_args g = { s, (size_t)pkk_wg_rows(cout) * cin, (size_t)pkk_wg_rows(cout) * cin, u };
+    pkk_run((long)((g.count + PKK_WG_U_RUN - 1) / PKK_WG_U_RUN), u_floats * 4, pkk_wg_u_runs, &g);
+    const pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, 32,
+                            tiles_y, tiles_x, relu, 0, 0, 0, (int)blocks, 1 };
+    const pkk_wg_rows32_args f = { &a, v_floats, m_floats, tiles, chunk };
+    pkk_run((long)((tiles + (size_t)chunk - 1) / (size_t)chunk), tiles * (size_t)cin * cout * PKK_WG_POINTS,
+            pkk_wg_rows32_chunks, &f);
+    return 1;
+}
+
 int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const float *s, const float *bias,
                          int cout, const float *residual, int relu, float *y, float *scratch, size_t scratch_floats)
 {
     if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
     if (((uintptr_t)scratch & 3) != 0) return 0;
+    if (pkk_use_avx512() && w == 32 && h % 8 == 0
+        && pkk_conv3x3_winograd_rows32(x, cin, batch, h, s, bias, cout, residual, relu, y, scratch, scratch_floats))
+        return 1;
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
     const size_t blocks = pkk_wg_fit_blocks(pkk_wg_need, cin, cout, batch, tiles_y, tiles_x, threads, scratch_floats);

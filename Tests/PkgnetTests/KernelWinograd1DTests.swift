@@ -5,7 +5,7 @@ import PkgnetKernels
 
 final class KernelWinograd1DTests: KernelTestCase {
     /// Output channels 16 and 32 (the edge widths), 13 (a last block of 4
-    /// with 3 rows past cout), 4 and 1, and in blocks of 6: 64 and 22 (a
+    /// with 3 rows past cout), 4 and 1, and in blocks of 6: 60 and 22 (a
     /// last block with 2 rows past cout); one input channel and many; both
     /// group shapes (2 tiles of 32-wide rows, 4 of 16-wide ones); images of
     /// one group and tall ones; a single 16x16 image (one group, so the
@@ -18,7 +18,7 @@ final class KernelWinograd1DTests: KernelTestCase {
         ConvCase(cin: 64, cout: 4, batch: 2, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: false),
         ConvCase(cin: 5, cout: 1, batch: 1, h: 48, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
         ConvCase(cin: 12, cout: 16, batch: 2, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
-        ConvCase(cin: 24, cout: 64, batch: 1, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+        ConvCase(cin: 24, cout: 60, batch: 1, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
         ConvCase(cin: 7, cout: 22, batch: 2, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: false, relu: true),
         ConvCase(cin: 9, cout: 100, batch: 1, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
     ]
@@ -82,10 +82,11 @@ final class KernelWinograd1DTests: KernelTestCase {
 
     func testDeclinesShapesItDoesNotTake() {
         // Widths other than 16 and 32, heights that leave a part group,
-        // more than 64 output channels on 16-wide maps of more than one image.
+        // more than 64 output channels on 16-wide maps of more than one image,
+        // 64 or more on 32-wide maps (the 2-D kernel's chunks per thread).
         for (cin, cout, batch, h, w) in [(16, 16, 1, 8, 8), (16, 16, 1, 32, 20), (16, 16, 1, 32, 48), (16, 16, 1, 8, 64), (16, 16, 1, 1, 16),
                                          (16, 16, 1, 8, 16), (16, 16, 1, 4, 32), (16, 16, 1, 12, 32), (64, 128, 2, 16, 16),
-                                         (32, 66, 2, 16, 16)] {
+                                         (32, 66, 2, 16, 16), (24, 64, 1, 8, 32), (64, 64, 16, 32, 32)] {
             XCTAssertEqual(pkk_conv3x3_winograd_1d_takes(Int32(cin), Int32(cout), Int32(batch), Int32(h), Int32(w)), 0,
                            "\(cin)->\(cout) \(batch)x\(h)x\(w)")
         }

@@ -150,6 +150,41 @@ final class KernelWinogradTests: KernelTestCase {
         }
     }
 
+    /// With AVX-512, 32-wide maps of a height divisible by 8 run whole chunks
+    /// per thread when the scratch holds them: a single image split over two
+    /// threads (chunks of 16 or 32 tiles), chunks of two 8-row images and a
+    /// last one of 16 tiles (5 images), chunks that cross images (40 rows),
+    /// 70 output channels (a last register block 2 rows past cout), and the
+    /// residual as y itself; also from scratch off a 64-byte line.
+    func testThirtyTwoWideMapsInChunksPerThread() {
+        let wide = [
+            ConvCase(cin: 3, cout: 70, batch: 5, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
+            ConvCase(cin: 16, cout: 64, batch: 1, h: 32, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
+            ConvCase(cin: 20, cout: 16, batch: 3, h: 40, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: false),
+        ]
+        Self.forEachCase(wide) { c, input, expected, place in
+            for offset in [0, 3] {
+                guard let y = Self.conv(c, input, scratchFloats: 1 << 21, offset: offset) else {
+                    XCTFail("\(c): declined")
+                    continue
+                }
+                assertClose(y, expected, rel: 1e-5, "winograd \(c) offset \(offset) \(place)")
+            }
+            guard var y = input.residual else { return }
+            let s = winogradArranged(c, input.weight)
+            var scratch = [Float](repeating: 1e30, count: 1 << 21)
+            let done = withOptionalPointer(input.bias) { biasPtr in
+                y.withUnsafeMutableBufferPointer { out in
+                    pkk_conv3x3_winograd(input.x, Int32(c.cin), Int32(c.batch), Int32(c.h), Int32(c.w), s, biasPtr,
+                                         Int32(c.cout), UnsafePointer(out.baseAddress), c.relu ? 1 : 0, out.baseAddress,
+                                         &scratch, scratch.count)
+                }
+            }
+            XCTAssertEqual(done, 1, "\(c) in place")
+            assertClose(y, expected, rel: 1e-5, "winograd \(c) in place \(place)")
+        }
+    }
+
     func testScratchOfAnyAlignment() {
         // Float-aligned scratch 4, 16 and 32 bytes past a 64-byte boundary
         // (Swift arrays are 16-byte aligned): the kernel aligns V and M itself.
