@@ -923,45 +923,63 @@ size_t pkk_winograd_scratch_floats(int cin, int cout, int batch, int h, int w, i
  * the w=16 model 10% slower: 16 stays. */
 int pkk_winograd_min_tiles(void) { return pkk_use_avx512() ? 16 : 4; }
 
-/* ---- 32-wide maps: whole chunks per thread ----
+/* ---- 16- and 32-wide maps: whole chunks per thread ----
  *
- * On the 32x32 maps the chunked passes above are slow twice over: V and M
- * of a batch go out to memory and back between three parallel passes, and
- * image-interleaved tiles are copied in and out through 16 x 16 transposes
- * of planes 4 KiB apart. Here each thread instead takes whole chunks of 32
- * or 64 tiles and runs all three steps on one chunk before the next, its V
- * and M staying in its L2; the weights are transformed once per call for
- * all points (U, shared, read by every chunk). A block of 16 tiles is two
- * tile rows of one 32-wide image (h % 8 == 0):
- * lane l is tile (ty + l / 8, l % 8). A patch element (r, c) of the eight
- * tiles of a row is every fourth float of a padded row from c on, so each
- * comes out of one two-register shuffle, and an output row is the four
- * column vectors of a tile row interleaved: no transpose across images,
- * and y is written in whole 16-float rows. */
+ * On the 32x32 and 16x16 maps the chunked passes above are slow twice
+ * over: V and M of a batch go out to memory and back between three
+ * parallel passes, and image-interleaved tiles are copied in and out
+ * through 16 x 16 transposes of planes 1-4 KiB apart. Here each thread
+ * instead takes whole chunks of 16 to 64 tiles and runs all three steps
+ * on one chunk before the next, its V and M staying in its L2; the weights
+ * are transformed once per call for all points (U, shared, read by every
+ * chunk). A block of 16 tiles is whole tile rows of one image: two of a
+ * 32-wide map (h % 8 == 0), four of a 16-wide one (h % 16 == 0); lane l is
+ * tile (ty + l / tx_count, l % tx_count). A patch element (r, c) of a tile
+ * row's tiles is every fourth float of a padded row from c on, so two tile
+ * rows' come out of one two-register shuffle; an output row is the four
+ * column vectors of a tile row interleaved (4x4 transposes within 128-bit
+ * lanes, then of the lanes), so y is written in whole 16-float rows. */
 
 #define PKK_EVERY4(X0, X1, c)                                                                                \
     __builtin_shufflevector(X0, X1, c, c + 4, c + 8, c + 12, c + 16, c + 20, c + 24, c + 28)
+#define PKK_JOIN(A, B) __builtin_shufflevector(A, B, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
-/* V of the chunk's block k (tile rows ty, ty + 1 of image b) for one channel
- * of the padded planes. */
-PKK_AVX512 static void pkk_wg_input_rows32(const pkk_wg_padded *pad, int b, int ty, float *dst, size_t point_stride)
+/* V of one block (tile rows from ty of image b, on a map W wide) for one
+ * channel of the padded planes. For W = 32, lanes 0-7 and 8-15 are two
+ * tile rows, each from one row's 32 floats; for W = 16, lanes 4t..4t+3 are
+ * tile row ty + t, every fourth float of the low 16 of a pair of rows. */
+static inline __attribute__((always_inline)) void pkk_wg_input_rows(const pkk_wg_padded *pad, int b, int ty, int w,
+                                                                     float *dst, size_t point_stride)
 {
     const float *top = pad->data + (size_t)(b - pad->first) * pad->stride + (size_t)(4 * ty) * pad->pitch;
+    const size_t next = (size_t)4 * pad->pitch; /* the next tile row's patch row */
     pkk_v16 d[PKK_WG_POINTS], t[PKK_WG_POINTS];
     for (int r = 0; r < 6; r++) {
-        const float *ra = top + (size_t)r * pad->pitch, *rb = ra + (size_t)4 * pad->pitch;
-        const pkk_v16 a0 = *(const pkk_v16u *)ra, a1 = *(const pkk_v16u *)(ra + 16);
-        const pkk_v16 a4 = *(const pkk_v16u *)(ra + 4), a5 = *(const pkk_v16u *)(ra + 20);
-        const pkk_v16 b0 = *(const pkk_v16u *)rb, b1 = *(const pkk_v16u *)(rb + 16);
-        const pkk_v16 b4 = *(const pkk_v16u *)(rb + 4), b5 = *(const pkk_v16u *)(rb + 20);
-#define PKK_JOIN(A, B) __builtin_shufflevector(A, B, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-        d[6 * r + 0] = PKK_JOIN(PKK_EVERY4(a0, a1, 0), PKK_EVERY4(b0, b1, 0));
-        d[6 * r + 1] = PKK_JOIN(PKK_EVERY4(a0, a1, 1), PKK_EVERY4(b0, b1, 1));
-        d[6 * r + 2] = PKK_JOIN(PKK_EVERY4(a0, a1, 2), PKK_EVERY4(b0, b1, 2));
-        d[6 * r + 3] = PKK_JOIN(PKK_EVERY4(a0, a1, 3), PKK_EVERY4(b0, b1, 3));
-        d[6 * r + 4] = PKK_JOIN(PKK_EVERY4(a4, a5, 0), PKK_EVERY4(b4, b5, 0));
-        d[6 * r + 5] = PKK_JOIN(PKK_EVERY4(a4, a5, 1), PKK_EVERY4(b4, b5, 1));
-#undef PKK_JOIN
+        const float *row = top + (size_t)r * pad->pitch;
+        if (w == 32) {
+            const pkk_v16 a0 = *(const pkk_v16u *)row, a1 = *(const pkk_v16u *)(row + 16);
+            const pkk_v16 a4 = *(const pkk_v16u *)(row + 4), a5 = *(const pkk_v16u *)(row + 20);
+            const pkk_v16 b0 = *(const pkk_v16u *)(row + next), b1 = *(const pkk_v16u *)(row + next + 16);
+            const pkk_v16 b4 = *(const pkk_v16u *)(row + next + 4), b5 = *(const pkk_v16u *)(row + next + 20);
+            d[6 * r + 0] = PKK_JOIN(PKK_EVERY4(a0, a1, 0), PKK_EVERY4(b0, b1, 0));
+            d[6 * r + 1] = PKK_JOIN(PKK_EVERY4(a0, a1, 1), PKK_EVERY4(b0, b1, 1));
+            d[6 * r + 2] = PKK_JOIN(PKK_EVERY4(a0, a1, 2), PKK_EVERY4(b0, b1, 2));
+            d[6 * r + 3] = PKK_JOIN(PKK_EVERY4(a0, a1, 3), PKK_EVERY4(b0, b1, 3));
+            d[6 * r + 4] = PKK_JOIN(PKK_EVERY4(a4, a5, 0), PKK_EVERY4(b4, b5, 0));
+            d[6 * r + 5] = PKK_JOIN(PKK_EVERY4(a4, a5, 1), PKK_EVERY4(b4, b5, 1));
+        } else {
+            pkk_v16 q[4], q4[4]; /* tile rows 0..3: the row's floats 0..15 and 4..19 */
+            for (int k = 0; k < 4; k++) {
+                q[k] = *(const pkk_v16u *)(row + (size_t)k * next);
+                q4[k] = *(const pkk_v16u *)(row + (size_t)k * next + 4);
+            }
+            d[6 * r + 0] = PKK_JOIN(PKK_EVERY4(q[0], q[1], 0), PKK_EVERY4(q[2], q[3], 0));
+            d[6 * r + 1] = PKK_JOIN(PKK_EVERY4(q[0], q[1], 1), PKK_EVERY4(q[2], q[3], 1));
+            d[6 * r + 2] = PKK_JOIN(PKK_EVERY4(q[0], q[1], 2), PKK_EVERY4(q[2], q[3], 2));
+            d[6 * r + 3] = PKK_JOIN(PKK_EVERY4(q[0], q[1], 3), PKK_EVERY4(q[2], q[3], 3));
+            d[6 * r + 4] = PKK_JOIN(PKK_EVERY4(q4[0], q4[1], 0), PKK_EVERY4(q4[2], q4[3], 0));
+            d[6 * r + 5] = PKK_JOIN(PKK_EVERY4(q4[0], q4[1], 1), PKK_EVERY4(q4[2], q4[3], 1));
+        }
     }
     for (int c = 0; c < 6; c++) pkk_wg_bt16(d + c, 6, t + c, 6); /* columns: B^T d */
     for (int r = 0; r < 6; r++) {
@@ -971,13 +989,15 @@ PKK_AVX512 static void pkk_wg_input_rows32(const pkk_wg_padded *pad, int b, int 
     }
 }
 
-/* y of output channel co for block k's tiles (rows ty, ty + 1 of image b):
- * bias, residual and ReLU on the way out. */
-PKK_AVX512 static void pkk_wg_output_rows32(const pkk_wg_args *a, const float *src, size_t point_stride, int co,
-                                            int b, int ty)
+/* y of output channel co for one block's tiles (tile rows from ty of image
+ * b, on a map W wide): bias, residual and ReLU on the way out. 128-bit lane
+ * g of the transposes holds tiles 4g..4g+3 of the block. */
+static inline __attribute__((always_inline)) void pkk_wg_output_rows(const pkk_wg_args *a, const float *src,
+                                                                      size_t point_stride, int co, int b, int ty, int w)
 {
-    const size_t plane = (size_t)a->h * 32, base = (size_t)co * a->batch * plane + (size_t)b * plane
-                                                 + (size_t)(4 * ty) * 32;
+    const size_t plane = (size_t)a->h * w, base = (size_t)co * a->batch * plane + (size_t)b * plane
+                                                + (size_t)(4 * ty) * w;
+    const int per_row = w / 4; /* tiles per tile row */
     const float bv = a->bias ? a->bias[co] : 0.0f;
     pkk_v16 m[PKK_WG_POINTS], t[24], o[16];
     for (int p = 0; p < PKK_WG_POINTS; p++) m[p] = *(const pkk_v16 *)(src + (size_t)p * point_stride);
@@ -1000,73 +1020,90 @@ PKK_AVX512 static void pkk_wg_output_rows32(const pkk_wg_args *a, const float *s
                                                     31);
         const pkk_v16 y23 = __builtin_shufflevector(w2, w3, 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30,
                                                     31);
-        pkk_v16 out[4] = { /* row r of tile row ty: columns 0..15, 16..31; of tile row ty + 1: the same */
+        pkk_v16 out[4] = { /* row r of tiles 4g..4g+3, g = 0..3 */
                            __builtin_shufflevector(x01, x23, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
                            __builtin_shufflevector(x01, x23, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
                                                    30, 31),
                            __builtin_shufflevector(y01, y23, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
                            __builtin_shufflevector(y01, y23, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
                                                    30, 31) };
-        for (int h = 0; h < 4; h++) {
-            const size_t at = base + (size_t)(r + 4 * (h / 2)) * 32 + 16 * (h % 2);
-            if (a->residual) out[h] += *(const pkk_v16u *)(a->residual + at);
-            if (a->relu) out[h] = __builtin_elementwise_max(out[h], (pkk_v16){ 0 });
-            *(pkk_v16u *)(a->y + at) = out[h];
+        for (int g = 0; g < 4; g++) {
+            const size_t at = base + (size_t)(r + 4 * (4 * g / per_row)) * w + 4 * (4 * g % per_row);
+            if (a->residual) out[g] += *(const pkk_v16u *)(a->residual + at);
+            if (a->relu) out[g] = __builtin_elementwise_max(out[g], (pkk_v16){ 0 });
+            *(pkk_v16u *)(a->y + at) = out[g];
         }
     }
 }
 
-static size_t pkk_wg_rows32_v_floats(size_t blocks, int cin)
+static size_t pkk_wg_rows_v_floats(size_t blocks, int cin)
 {
     return (PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin) + 15) / 16 * 16;
 }
-static size_t pkk_wg_rows32_m_floats(size_t blocks, int cout)
+static size_t pkk_wg_rows_m_floats(size_t blocks, int cout)
 {
     return (PKK_WG_POINTS * pkk_wg_m_stride(blocks, cout) + 15) / 16 * 16;
 }
-static size_t pkk_wg_rows32_pad_floats(int batch, int h, size_t blocks)
+static size_t pkk_wg_rows_pad_floats(int batch, int h, int w, size_t blocks)
 {
-    return (pkk_wg_pad_floats(batch, h / 4, 8, blocks) + 15) / 16 * 16;
+    return (pkk_wg_pad_floats(batch, h / 4, w / 4, blocks) + 15) / 16 * 16;
 }
 
 /* Scratch for chunks of `chunk` tiles on `threads` threads: U, and per
  * thread V, M and the padded planes, 64-byte aligned. */
-static size_t pkk_wg_rows32_need(int cin, int cout, int batch, int h, int chunk, size_t threads)
+static size_t pkk_wg_rows_need(int cin, int cout, int batch, int h, int w, int chunk, size_t threads)
 {
     const size_t blocks = (size_t)chunk / PKK_WG_NR;
     return (size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin
-         + threads * (pkk_wg_rows32_v_floats(blocks, cin) + pkk_wg_rows32_m_floats(blocks, cout)
-                      + pkk_wg_rows32_pad_floats(batch, h, blocks)) + 15;
+         + threads * (pkk_wg_rows_v_floats(blocks, cin) + pkk_wg_rows_m_floats(blocks, cout)
+                      + pkk_wg_rows_pad_floats(batch, h, w, blocks)) + 15;
 }
 
-/* Tiles per chunk: 64 where the batch has a chunk per thread (V and M of
- * 64 channels in about 1.2 MB: 32 measured 1.02-1.05x the time, 128 level),
- * else 32 or 16 (a single 32x32 image splits over two threads); halved
- * while the scratch is short. 0: not even 16 fit. */
-static int pkk_wg_rows32_chunk(int cin, int cout, int batch, int h, size_t threads, size_t scratch_floats)
+/* Tiles per chunk, 64, 32 or 16: the one whose busiest thread has least to
+ * do, its tiles weighted by the chunk size's cost per tile (V and M of 64
+ * channels fit a core's L2 at 64 tiles, about 1.2 MB; 32 measured 1.02-1.05x
+ * the time per tile, and 16, a single block the products run at 6 x 16,
+ * 1.3-1.4x), among those the scratch holds. 17 images of 16x16 take 32
+ * (9 chunks: 5 and 4 on two threads) rather than 64 (3 and 2). None (0)
+ * where only 16 fits but more would balance as well: every 16 tiles would
+ * read all of U again, which for 256 -> 128 channels (4.9 MB) took
+ * 1.3-1.4x the chunked passes' time. */
+static int pkk_wg_rows_chunk(int cin, int cout, int batch, int h, int w, size_t threads, size_t scratch_floats)
 {
-    const size_t tiles = (size_t)batch * (size_t)h * 2;
-    int chunk = 64;
-    while (chunk > 16 && tiles / (size_t)chunk < threads) chunk /= 2;
-    while (chunk >= 16 && pkk_wg_rows32_need(cin, cout, batch, h, chunk, threads) > scratch_floats) chunk /= 2;
-    return chunk >= 16 ? chunk : 0;
+    static const int sizes[3] = { 64, 32, 16 }, cost[3] = { 100, 104, 135 };
+    const size_t tiles = (size_t)batch * (size_t)h * (size_t)w / 16;
+    int best = 0, best_fit = 0;
+    size_t best_load = SIZE_MAX, best_fit_load = SIZE_MAX;
+    for (int i = 0; i < 3; i++) {
+        const size_t chunks = (tiles + (size_t)sizes[i] - 1) / (size_t)sizes[i];
+        const size_t load = (chunks + threads - 1) / threads * (size_t)sizes[i] * (size_t)cost[i];
+        if (load < best_load) {
+            best_load = load;
+            best = sizes[i];
+        }
+        if (load < best_fit_load && pkk_wg_rows_need(cin, cout, batch, h, w, sizes[i], threads) <= scratch_floats) {
+            best_fit_load = load;
+            best_fit = sizes[i];
+        }
+    }
+    return best_fit == 16 && best != 16 ? 0 : best_fit;
 }
 
 typedef struct {
     const pkk_wg_args *a; /* u: the shared U; v, m, pads: the first thread's */
     size_t v_floats, m_floats, tiles;
     int chunk;
-} pkk_wg_rows32_args;
+} pkk_wg_rows_args;
 
 /* Chunks [lo, hi) of the batch, one after the other, in the thread's own
  * V, M and padded planes. */
-PKK_AVX512 static void pkk_wg_rows32_chunks(long lo, long hi, int thread, const void *args)
+static inline __attribute__((always_inline)) void pkk_wg_rows_chunk_range(long lo, long hi, int thread,
+                                                                           const pkk_wg_rows_args *f, int w)
 {
-    const pkk_wg_rows32_args *f = args;
     pkk_wg_args a = *f->a;
     a.v += (size_t)thread * f->v_floats;
     a.m += (size_t)thread * f->m_floats;
-    const size_t in_ch = (size_t)a.batch * a.h * a.w;
+    const size_t in_ch = (size_t)a.batch * a.h * w;
     const size_t v_points = pkk_wg_v_stride((size_t)a.blocks, a.cin);
     const size_t m_points = pkk_wg_m_stride((size_t)a.blocks, a.cout);
     const int rows = pkk_wg_rows(a.cout);
@@ -1080,16 +1117,26 @@ PKK_AVX512 static void pkk_wg_rows32_chunks(long lo, long hi, int thread, const 
             pkk_wg_pad(&a, a.x + (size_t)ci * in_ch, &pad);
             for (int k = 0; k < blocks; k++) {
                 const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
-                pkk_wg_input_rows32(&pad, at.b, at.ty, a.v + ((size_t)k * a.cin + ci) * PKK_WG_NR, v_points);
+                pkk_wg_input_rows(&pad, at.b, at.ty, w, a.v + ((size_t)k * a.cin + ci) * PKK_WG_NR, v_points);
             }
         }
         pkk_wg_products_range(0, PKK_WG_POINTS, thread, &a, 1);
         for (int co = 0; co < a.cout; co++)
             for (int k = 0; k < blocks; k++) {
                 const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
-                pkk_wg_output_rows32(&a, a.m + ((size_t)k * rows + co) * PKK_WG_NR, m_points, co, at.b, at.ty);
+                pkk_wg_output_rows(&a, a.m + ((size_t)k * rows + co) * PKK_WG_NR, m_points, co, at.b, at.ty, w);
             }
     }
+}
+
+PKK_AVX512 static void pkk_wg_rows_chunks32(long lo, long hi, int thread, const void *args)
+{
+    pkk_wg_rows_chunk_range(lo, hi, thread, args, 32);
+}
+
+PKK_AVX512 static void pkk_wg_rows_chunks16(long lo, long hi, int thread, const void *args)
+{
+    pkk_wg_rows_chunk_range(lo, hi, thread, args, 16);
 }
 
 typedef struct {
@@ -1111,29 +1158,37 @@ PKK_AVX512 static void pkk_wg_u_runs(long lo, long hi, int thread, const void *a
     pkk_wg_transform(g->s + e0, g->tap_stride, e1 - e0, 0, PKK_WG_POINTS, g->count, g->u + e0);
 }
 
-/* The 32-wide maps' path (AVX-512, w == 32, h % 8 == 0), or 0 where the
- * scratch is too small for it (the chunked path may still fit). */
-static int pkk_conv3x3_winograd_rows32(const float *x, int cin, int batch, int h, const float *s, const float *bias,
-                                       int cout, const float *residual, int relu, float *y, float *scratch,
-                                       size_t scratch_floats)
+/* Whether a map takes chunks per thread: AVX-512, 32 wide with a height
+ * divisible by 8 or 16 wide with one divisible by 16 (whole blocks of
+ * tile rows). */
+static int pkk_wg_rows_takes(int h, int w)
 {
-    const int tiles_y = h / 4, tiles_x = 8;
+    return pkk_use_avx512() && ((w == 32 && h % 8 == 0) || (w == 16 && h % 16 == 0));
+}
+
+/* The chunks-per-thread path, or 0 where the scratch is too small for it
+ * (the chunked passes may still fit). */
+static int pkk_conv3x3_winograd_rows(const float *x, int cin, int batch, int h, int w, const float *s,
+                                     const float *bias, int cout, const float *residual, int relu, float *y,
+                                     float *scratch, size_t scratch_floats)
+{
+    const int tiles_y = h / 4, tiles_x = w / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
-    const int chunk = pkk_wg_rows32_chunk(cin, cout, batch, h, threads, scratch_floats);
+    const int chunk = pkk_wg_rows_chunk(cin, cout, batch, h, w, threads, scratch_floats);
     if (chunk == 0) return 0;
     const size_t blocks = (size_t)chunk / PKK_WG_NR;
     const size_t u_floats = (size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin;
-    const size_t v_floats = pkk_wg_rows32_v_floats(blocks, cin), m_floats = pkk_wg_rows32_m_floats(blocks, cout);
-    const size_t pad_floats = pkk_wg_rows32_pad_floats(batch, h, blocks);
+    const size_t v_floats = pkk_wg_rows_v_floats(blocks, cin), m_floats = pkk_wg_rows_m_floats(blocks, cout);
+    const size_t pad_floats = pkk_wg_rows_pad_floats(batch, h, w, blocks);
     float *u = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
     float *v = u + u_floats, *m = v + threads * v_floats, *pad = m + threads * m_floats;
     const pkk_wg_u_args g = { s, (size_t)pkk_wg_rows(cout) * cin, (size_t)pkk_wg_rows(cout) * cin, u };
     pkk_run((long)((g.count + PKK_WG_U_RUN - 1) / PKK_WG_U_RUN), u_floats * 4, pkk_wg_u_runs, &g);
-    const pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, 32,
+    const pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, w,
                             tiles_y, tiles_x, relu, 0, 0, 0, (int)blocks, 1 };
-    const pkk_wg_rows32_args f = { &a, v_floats, m_floats, tiles, chunk };
+    const pkk_wg_rows_args f = { &a, v_floats, m_floats, tiles, chunk };
     pkk_run((long)((tiles + (size_t)chunk - 1) / (size_t)chunk), tiles * (size_t)cin * cout * PKK_WG_POINTS,
-            pkk_wg_rows32_chunks, &f);
+            w == 32 ? pkk_wg_rows_chunks32 : pkk_wg_rows_chunks16, &f);
     return 1;
 }
 
@@ -1142,8 +1197,8 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const
 {
     if (cin <= 0 || cout <= 0 || batch <= 0 || h <= 0 || w <= 0) return 0;
     if (((uintptr_t)scratch & 3) != 0) return 0;
-    if (pkk_use_avx512() && w == 32 && h % 8 == 0
-        && pkk_conv3x3_winograd_rows32(x, cin, batch, h, s, bias, cout, residual, relu, y, scratch, scratch_floats))
+    if (pkk_wg_rows_takes(h, w)
+        && pkk_conv3x3_winograd_rows(x, cin, batch, h, w, s, bias, cout, residual, relu, y, scratch, scratch_floats))
         return 1;
     const int tiles_y = (h + 3) / 4, tiles_x = (w + 3) / 4;
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();

@@ -55,21 +55,19 @@
 #define PKK_W1_VECS 4   /* 16-float vectors of output rows per group */
 #define PKK_W1_POINTS 6 /* F(4, 3): 6 products for 4 outputs */
 
-/* Measured against the 2-D kernel (and a direct convolution in registers,
- * which this replaced) on the students' shapes, 1 and 2 threads, batches
- * of 1 to 16: 16-wide maps win up to 64 output channels (1.05-1.6x); with
- * 128 the 2-D kernel's fewer products win from 2 cubes up (the paper-size
- * model scored 4% slower with them here), but a single 16x16 image is one
- * block of 16 tiles there, which the 2-D products run at a quarter of the
- * FMA peak: 1.1-1.46x here. On 32-wide maps this wins against the 2-D
- * kernel's chunked passes at any width (1.1-2.6x), but not against its
- * chunks per thread (pkk_conv3x3_winograd) from 64 output channels up: those
- * take 0.78-0.86x its time at 16 images, 0.92-0.94x at one (64 and 128
- * channels in; with 16 out, 0.92-1.08x at 16 images, 1.2x at one). */
+/* Measured against the 2-D kernel on the students' shapes, each layer
+ * alone on 2 threads: its chunks per thread (16- and 32-wide maps)
+ * win from 16 images up, at any width (0.72-0.99x this kernel's time at
+ * 32 and 128 images, 0.77-0.91x for 16-wide maps at 16); below 16 images
+ * this wins or draws on narrow layers (16 to 64 output channels: 0.9-1.3x
+ * at 1 to 4 images) and on a single 16x16 image at any width, which is one
+ * block of 16 tiles there (2x at 128 channels); from 64 output channels a
+ * 32-wide map goes to the 2-D kernel at any batch (0.92-0.94x at one). */
 int pkk_conv3x3_winograd_1d_takes(int cin, int cout, int batch, int h, int w)
 {
     if (!pkk_use_avx512() || cin <= 0 || cout <= 0 || batch <= 0 || h <= 0) return 0;
-    return (w == 32 && h % 8 == 0 && cout < 64) || (w == 16 && h % 16 == 0 && (cout <= 64 || batch == 1));
+    if (w == 16 && h % 16 == 0 && batch == 1) return 1;
+    return batch < 16 && ((w == 32 && h % 8 == 0 && cout < 64) || (w == 16 && h % 16 == 0 && cout <= 64));
 }
 
 /* Floats of V, [6][cin][4][16] (a group's 4 vectors per point and input

@@ -83,10 +83,12 @@ final class KernelWinograd1DTests: KernelTestCase {
     func testDeclinesShapesItDoesNotTake() {
         // Widths other than 16 and 32, heights that leave a part group,
         // more than 64 output channels on 16-wide maps of more than one image,
-        // 64 or more on 32-wide maps (the 2-D kernel's chunks per thread).
+        // 64 or more on 32-wide maps, 16 images or more (the 2-D kernel's
+        // chunks per thread).
         for (cin, cout, batch, h, w) in [(16, 16, 1, 8, 8), (16, 16, 1, 32, 20), (16, 16, 1, 32, 48), (16, 16, 1, 8, 64), (16, 16, 1, 1, 16),
                                          (16, 16, 1, 8, 16), (16, 16, 1, 4, 32), (16, 16, 1, 12, 32), (64, 128, 2, 16, 16),
-                                         (32, 66, 2, 16, 16), (24, 64, 1, 8, 32), (64, 64, 16, 32, 32)] {
+                                         (32, 66, 2, 16, 16), (24, 64, 1, 8, 32), (16, 16, 16, 32, 32),
+                                         (16, 32, 16, 16, 16)] {
             XCTAssertEqual(pkk_conv3x3_winograd_1d_takes(Int32(cin), Int32(cout), Int32(batch), Int32(h), Int32(w)), 0,
                            "\(cin)->\(cout) \(batch)x\(h)x\(w)")
         }

@@ -150,14 +150,17 @@ final class KernelWinogradTests: KernelTestCase {
         }
     }
 
-    /// With AVX-512, 32-wide maps of a height divisible by 8 run whole chunks
-    /// per thread when the scratch holds them: a single image split over two
-    /// threads (chunks of 16 or 32 tiles), chunks of two 8-row images and a
-    /// last one of 16 tiles (5 images), chunks that cross images (40 rows),
-    /// 70 output channels (a last register block 2 rows past cout), and the
-    /// residual as y itself; also from scratch off a 64-byte line.
-    func testThirtyTwoWideMapsInChunksPerThread() {
+    /// With AVX-512, 32-wide maps of a height divisible by 8 and 16-wide ones
+    /// of a height divisible by 16 run whole chunks per thread when the
+    /// scratch holds them: a single image split over two threads (chunks of
+    /// 16 or 32 tiles), chunks of two 8-row images and a last one of 16 tiles
+    /// (5 images), chunks that cross images (40 rows), 17 16x16 images (9
+    /// chunks of 32, the last of 16), 70 output channels (a last register
+    /// block 2 rows past cout), and the residual as y itself; also from
+    /// scratch off a 64-byte line.
+    func testSixteenAndThirtyTwoWideMapsInChunksPerThread() {
         let wide = [
+            ConvCase(cin: 24, cout: 70, batch: 17, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
             ConvCase(cin: 3, cout: 70, batch: 5, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
             ConvCase(cin: 16, cout: 64, batch: 1, h: 32, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
             ConvCase(cin: 20, cout: 16, batch: 3, h: 40, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: false),

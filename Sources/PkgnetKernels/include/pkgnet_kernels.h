@@ -163,10 +163,10 @@ int pkk_conv2d(const float *x, int cin, int batch, int h, int w,
  * (4x4 outputs) go in chunks as large as the scratch holds;
  * pkk_winograd_scratch_floats is the scratch for chunks of `tiles` tiles
  * (rounded up to 16; 0: the whole batch) on the calling thread's OpenMP
- * thread count. With AVX-512, 32-wide maps of a height divisible by 8 run
- * whole chunks of 16 to 64 tiles per thread instead, where the scratch
- * holds the weights' whole transform and each thread's chunk (else the
- * chunks above). Returns 1 when y is written, 0 when it declined (scratch
+ * thread count. With AVX-512, 32-wide maps of a height divisible by 8 and
+ * 16-wide ones of a height divisible by 16 run whole chunks of 16 to 64
+ * tiles per thread instead, where the scratch holds the weights' whole
+ * transform and each thread's chunk (else the chunks above). Returns 1 when y is written, 0 when it declined (scratch
  * below one chunk of 16 tiles). The scratch needs no alignment beyond a
  * float's. y may be the residual itself (each element is read before it is
  * written: y += conv).
@@ -216,13 +216,13 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
 /*
  * The same convolution, from the same arranged weights, as Winograd F(4, 3)
  * down the columns and direct across them (winograd_1d.c): twice the 2-D
- * kernel's products, but transforms without gathers or transposes, which
- * makes it the faster choice on 32-wide maps with fewer than 64 output
- * channels, on 16-wide ones with up to 64, and on a single 16x16 image.
+ * kernel's products, but light transforms and no per-call transform of
+ * the weights, which makes it the faster choice below 16 images on 32-wide
+ * maps with fewer than 64 output channels and on 16-wide ones with up to
+ * 64, and on a single 16x16 image.
  * pkk_conv3x3_winograd_1d_takes: whether it runs the shape on this CPU
- * (AVX-512; 32-wide maps of a height divisible by 8 with fewer than 64
- * output channels, or 16-wide ones of a height divisible by 16 with at
- * most 64 output channels or a batch of one). The scratch holds the transformed weights and, per thread, the
+ * (AVX-512; those batches, 32-wide maps of a height divisible by 8,
+ * 16-wide ones of a height divisible by 16). The scratch holds the transformed weights and, per thread, the
  * transformed rows of a group of tiles and their products:
  * pkk_conv3x3_winograd_1d_scratch_floats for `threads` threads (1: the
  * least it runs with). Returns 1 when y is written, 0 when it declined
