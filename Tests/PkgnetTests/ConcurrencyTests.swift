@@ -107,14 +107,16 @@ final class ConcurrencyTests: XCTestCase {
     }
 
     /// The pass plan: micro-batches of 16 where whole ones fit, the last 16 +
-    /// r cubes in two near-equal passes, narrow models' calls in two halves
-    /// (from 8 cubes), and nothing that depends on the thread count.
+    /// r cubes in one pass up to 20, else in two near-equal passes, narrow
+    /// models' calls in two halves (from 8 cubes), and nothing that depends
+    /// on the thread count.
     func testPassPlan() {
         let expected: [(n: Int, sideBySide: Bool, sizes: [Int])] = [
-            (0, false, []), (1, false, [1]), (16, false, [16]), (17, false, [9, 8]), (40, false, [16, 12, 12]),
-            (100, false, [16, 16, 16, 16, 16, 10, 10]), (128, false, Array(repeating: 16, count: 8)),
-            (7, true, [7]), (8, true, [4, 4]), (17, true, [9, 8]), (68, true, [16, 9, 9, 16, 9, 9]),
-            (128, true, Array(repeating: 16, count: 8)),
+            (0, false, []), (1, false, [1]), (16, false, [16]), (17, false, [17]), (20, false, [20]),
+            (21, false, [11, 10]), (40, false, [16, 12, 12]), (100, false, [16, 16, 16, 16, 16, 20]),
+            (102, false, [16, 16, 16, 16, 16, 11, 11]), (128, false, Array(repeating: 16, count: 8)),
+            (7, true, [7]), (8, true, [4, 4]), (17, true, [9, 8]), (68, true, [16, 18, 16, 18]),
+            (76, true, [16, 11, 11, 16, 11, 11]), (128, true, Array(repeating: 16, count: 8)),
         ]
         for (n, sideBySide, sizes) in expected {
             XCTAssertEqual(Session.passSizes(n, sideBySide: sideBySide), sizes, "\(n) cubes, side by side \(sideBySide)")
@@ -123,7 +125,7 @@ final class ConcurrencyTests: XCTestCase {
             for sideBySide in [false, true] {
                 let sizes = Session.passSizes(n, sideBySide: sideBySide)
                 XCTAssertEqual(sizes.reduce(0, +), n, "\(n) cubes: the passes must cover the call")
-                XCTAssertTrue(sizes.allSatisfy { (1...Session.microBatch).contains($0) }, "\(n) cubes: \(sizes)")
+                XCTAssertTrue(sizes.allSatisfy { (1...Session.maxPass).contains($0) }, "\(n) cubes: \(sizes)")
             }
         }
     }
@@ -132,19 +134,19 @@ final class ConcurrencyTests: XCTestCase {
     /// cube, and the micro-batches the other thread finished keep their scores.
     func testSideBySideErrorKeepsFinishedMicroBatches() throws {
         let model = try Model(path: Fixtures.randomModel().path)
-        let n = 40, elements = 5 * 3 * 32 * 32
+        let n = 44, elements = 5 * 3 * 32 * 32
         var input = [Float](repeating: 0.5, count: n * elements)
-        input[37 * elements + 100] = .nan
+        input[40 * elements + 100] = .nan
         let scores = OutputBuffer(n)
         var outputs = ScoreOutputs()
         outputs.predictionError = scores.pointer
         let session = try Session(model: model, threads: 2)
         XCTAssertThrowsError(try input.withUnsafeBufferPointer { try session.score(.f32($0.baseAddress!), count: n, into: outputs) }) { error in
             XCTAssertEqual((error as? PkgnetError)?.status, .invalidArgument)
-            XCTAssertTrue("\(error)".contains("cube 37"), "\(error)")
+            XCTAssertTrue("\(error)".contains("cube 40"), "\(error)")
         }
-        // 4 micro-batches of 10: thread 0 runs 0-9 and 10-19, thread 1 20-29 and (failing) 30-39.
-        XCTAssertTrue(scores.values[0..<30].allSatisfy { $0.isFinite }, "finished micro-batches lost their scores")
+        // 4 micro-batches of 11: thread 0 runs 0-10 and 11-21, thread 1 22-32 and (failing) 33-43.
+        XCTAssertTrue(scores.values[0..<33].allSatisfy { $0.isFinite }, "finished micro-batches lost their scores")
     }
 
     /// A small clip with a moving square and detector boxes, and everything a

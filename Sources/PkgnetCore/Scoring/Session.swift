@@ -35,6 +35,9 @@ public final class Session: @unchecked Sendable {
     /// so 16 keeps a session's memory near 40 MB whatever n is, while 16x4x4
     /// bottleneck maps already make GEMMs 256 columns wide.
     public static let microBatch = 16
+    /// Largest pass: the last 16 + r cubes of a call go in one pass up to
+    /// 20 (see passSizes).
+    public static let maxPass = microBatch + microBatch / 4
     public static let maxThreads = 1024
 
     /// Fewest cubes per thread for scoring micro-batches side by side, one
@@ -137,10 +140,13 @@ public final class Session: @unchecked Sendable {
     /// cube's scores depend in the last bits on its pass's size, which picks
     /// the small maps' kernels): micro-batches of 16, whose Winograd tiles go
     /// in image-interleaved order (passes of 11-15 scored the edge models
-    /// 6-10% slower), with the last 16 + r cubes in two near-equal passes
-    /// rather than 16 and a lone few whose GEMMs are too narrow to use the
-    /// cores (a frame's 17 objects: 9 + 8). Models scored side by side plan
-    /// each half of the call so, one half per thread on two threads.
+    /// 6-10% slower), with the last 16 + r cubes in one pass up to 20 (a
+    /// frame's 17 objects: w=64 scored 17 and 20 cubes 1.05x and 1.12x as
+    /// fast as in two passes of 9 + 8 and 10 + 10, for about 5 MiB more at
+    /// peak), else in two near-equal passes rather than 16 and a lone few
+    /// whose GEMMs are too narrow to use the cores. Models scored side by
+    /// side plan each half of the call so, one half per thread on two
+    /// threads.
     static func passSizes(_ n: Int, sideBySide: Bool) -> [Int] {
         if sideBySide && n >= 2 * minCubesPerWorker {
             return passSizes((n + 1) / 2, sideBySide: false) + passSizes(n / 2, sideBySide: false)
@@ -150,6 +156,7 @@ public final class Session: @unchecked Sendable {
         if n <= m { return [n] }
         if n % m == 0 { return Array(repeating: m, count: n / m) }
         let full = n / m - 1, rest = n - full * m
+        if rest <= maxPass { return Array(repeating: m, count: full) + [rest] }
         return Array(repeating: m, count: full) + [(rest + 1) / 2, rest / 2]
     }
 

@@ -219,14 +219,16 @@ def test_batch_larger_than_micro_batch(model_file, k):
         # Cube i's scores do not depend on what else is in the batch, beyond
         # rounding: a 3x3 convolution with fewer than 4 output tiles in the
         # batch (4x4 maps, 1 to 3 cubes) runs direct instead of Winograd, so
-        # the tail part's maps may differ from the whole's by ~1e-5 relative.
+        # the tail part's maps may differ from the whole's by ~1e-5 relative;
+        # and passes of 16 cubes or more run the 16- and 32-wide maps as 2-D
+        # Winograd, smaller ones as 1-D (scores apart by about 1e-6).
         parts = [model.score(cubes[i:i + 5], maps=True) for i in range(0, 37, 5)]
     assert_matches_reference(whole, reference_scores(path, cubes))
     joined_pe = np.concatenate([p.prediction_error for p in parts])
     joined_inc = np.concatenate([p.inconsistency for p in parts])
     joined_map = np.concatenate([p.error_map for p in parts])
-    np.testing.assert_allclose(joined_pe, whole.prediction_error, rtol=1e-6)
-    np.testing.assert_allclose(joined_inc, whole.inconsistency, rtol=1e-6)
+    np.testing.assert_allclose(joined_pe, whole.prediction_error, rtol=5e-6)
+    np.testing.assert_allclose(joined_inc, whole.inconsistency, rtol=5e-6)
     np.testing.assert_allclose(joined_map, whole.error_map, rtol=1e-4, atol=1e-6 * whole.error_map.max())
 
 
