@@ -13,7 +13,9 @@
  * weights each thread transforms just before), the output transform writes
  * y with bias, residual and ReLU fused. All phases are OpenMP-parallel (over
  * input channels, transform points, output channels), so no sum depends on
- * the thread count.
+ * the thread count. On 16- and 32-wide maps with AVX-512 each thread runs
+ * whole chunks through all three steps instead (chunks per thread, below),
+ * with the same arithmetic per tile: the same bits.
  *
  * The GEMMs are the library's own 6 x 16 or 4 x 16 register blocks
  * (pkk_microkernel.h), with the operands laid out for them from the start
