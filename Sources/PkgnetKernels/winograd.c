@@ -1038,6 +1038,11 @@ static inline __attribute__((always_inline)) void pkk_wg_output_rows(const pkk_w
     }
 }
 
+/* U [36][rows cin], rounded up to whole 64-byte lines: V follows it. */
+static size_t pkk_wg_rows_u_floats(int cin, int cout)
+{
+    return ((size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin + 15) / 16 * 16;
+}
 static size_t pkk_wg_rows_v_floats(size_t blocks, int cin)
 {
     return (PKK_WG_POINTS * pkk_wg_v_stride(blocks, cin) + 15) / 16 * 16;
@@ -1056,7 +1061,7 @@ static size_t pkk_wg_rows_pad_floats(int batch, int h, int w, size_t blocks)
 static size_t pkk_wg_rows_need(int cin, int cout, int batch, int h, int w, int chunk, size_t threads)
 {
     const size_t blocks = (size_t)chunk / PKK_WG_NR;
-    return (size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin
+    return pkk_wg_rows_u_floats(cin, cout)
          + threads * (pkk_wg_rows_v_floats(blocks, cin) + pkk_wg_rows_m_floats(blocks, cout)
                       + pkk_wg_rows_pad_floats(batch, h, w, blocks)) + 15;
 }
@@ -1179,7 +1184,7 @@ static int pkk_conv3x3_winograd_rows(const float *x, int cin, int batch, int h, 
     const int chunk = pkk_wg_rows_chunk(cin, cout, batch, h, w, threads, scratch_floats);
     if (chunk == 0) return 0;
     const size_t blocks = (size_t)chunk / PKK_WG_NR;
-    const size_t u_floats = (size_t)PKK_WG_POINTS * pkk_wg_rows(cout) * cin;
+    const size_t u_floats = pkk_wg_rows_u_floats(cin, cout);
     const size_t v_floats = pkk_wg_rows_v_floats(blocks, cin), m_floats = pkk_wg_rows_m_floats(blocks, cout);
     const size_t pad_floats = pkk_wg_rows_pad_floats(batch, h, w, blocks);
     float *u = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);

@@ -156,7 +156,8 @@ final class KernelWinogradTests: KernelTestCase {
     /// 16 or 32 tiles), chunks of two 8-row images and a last one of 16 tiles
     /// (5 images), chunks that cross images (40 rows), 17 16x16 images (9
     /// chunks of 32, the last of 16), 70 output channels (a last register
-    /// block 2 rows past cout), and the residual as y itself; also from
+    /// block 2 rows past cout), weights whose transform is not a whole
+    /// number of 64-byte lines, and the residual as y itself; also from
     /// scratch off a 64-byte line.
     func testSixteenAndThirtyTwoWideMapsInChunksPerThread() {
         let wide = [
@@ -164,6 +165,8 @@ final class KernelWinogradTests: KernelTestCase {
             ConvCase(cin: 3, cout: 70, batch: 5, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true),
             ConvCase(cin: 16, cout: 64, batch: 1, h: 32, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
             ConvCase(cin: 20, cout: 16, batch: 3, h: 40, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: false, residual: true, relu: false),
+            // U of 36 x 6 x 3 floats, not a multiple of 16: V after it must still be 64-byte aligned
+            ConvCase(cin: 3, cout: 6, batch: 2, h: 8, w: 32, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: false, relu: true),
         ]
         Self.forEachCase(wide) { c, input, expected, place in
             for offset in [0, 3] {
