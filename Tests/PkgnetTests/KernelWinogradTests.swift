@@ -191,6 +191,25 @@ final class KernelWinogradTests: KernelTestCase {
         }
     }
 
+    /// Where the scratch holds chunks per thread for 1 thread but not for 64
+    /// (a 32-wide map), the 64 run the chunked passes: the same bits, so a
+    /// cube's scores do not depend on which of the two ran.
+    func testChunksPerThreadAndChunkedPassesGiveTheSameBits() {
+        let c = cases[5]
+        let input = ConvInputs(c, seed: 640)
+        forEachKernelPath { path in
+            pkk_set_threads(64)
+            let scratch = Self.scratchFloats(c, tiles: 16)
+            let chunked = Self.conv(c, input, scratchFloats: scratch)
+            pkk_set_threads(1)
+            let perThread = Self.conv(c, input, scratchFloats: scratch)
+            pkk_set_threads(0)
+            guard let chunked, let perThread else { return XCTFail("\(c): declined \(path)") }
+            XCTAssertTrue(chunked == perThread,
+                          "\(path): \(zip(chunked, perThread).filter { $0.bitPattern != $1.bitPattern }.count) values differ")
+        }
+    }
+
     func testScratchOfAnyAlignment() {
         // Float-aligned scratch 4, 16 and 32 bytes past a 64-byte boundary
         // (Swift arrays are 16-byte aligned): the kernel aligns V and M itself.
