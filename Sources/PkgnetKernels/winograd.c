@@ -1148,7 +1148,7 @@ PKK_AVX512 static void pkk_wg_rows_chunks16(long lo, long hi, int thread, const 
 
 typedef struct {
     const float *s;
-    size_t tap_stride, count;
+    size_t count; /* rows x cin: S's taps and U's points are as far apart */
     float *u;
 } pkk_wg_u_args;
 
@@ -1162,7 +1162,7 @@ PKK_AVX512 static void pkk_wg_u_runs(long lo, long hi, int thread, const void *a
     const pkk_wg_u_args *g = args;
     const size_t e0 = (size_t)lo * PKK_WG_U_RUN, end = (size_t)hi * PKK_WG_U_RUN;
     const size_t e1 = end < g->count ? end : g->count;
-    pkk_wg_transform(g->s + e0, g->tap_stride, e1 - e0, 0, PKK_WG_POINTS, g->count, g->u + e0);
+    pkk_wg_transform(g->s + e0, g->count, e1 - e0, 0, PKK_WG_POINTS, g->count, g->u + e0);
 }
 
 /* Whether a map takes chunks per thread: AVX-512, 32 wide with a height
@@ -1189,7 +1189,7 @@ static int pkk_conv3x3_winograd_rows(const float *x, int cin, int batch, int h, 
     const size_t pad_floats = pkk_wg_rows_pad_floats(batch, h, w, blocks);
     float *u = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
     float *v = u + u_floats, *m = v + threads * v_floats, *pad = m + threads * m_floats;
-    const pkk_wg_u_args g = { s, (size_t)pkk_wg_rows(cout) * cin, (size_t)pkk_wg_rows(cout) * cin, u };
+    const pkk_wg_u_args g = { s, (size_t)pkk_wg_rows(cout) * cin, u };
     pkk_run((long)((g.count + PKK_WG_U_RUN - 1) / PKK_WG_U_RUN), u_floats * 4, pkk_wg_u_runs, &g);
     const pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, w,
                             tiles_y, tiles_x, relu, 0, 0, 0, (int)blocks, 1 };
