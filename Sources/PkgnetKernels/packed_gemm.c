@@ -352,7 +352,7 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
                                        * then the pixels), or an im2col made so. */
                 pkk_v16 acc[6 * PKK_ZMM_NB];
                 pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, g->panels + ((size_t)cb * PKK_ZMM_NB * g->k + k0) * 16,
-                                  (size_t)g->k * 16, next_a, 0, acc);
+                                  (size_t)g->k * 16, next_a, acc);
                 pkk_pg_store_v16(g, acc, rows, cols, r0, c0, first, last);
                 continue;
             }
@@ -374,7 +374,7 @@ static inline __attribute__((always_inline)) void pkk_pg_range(long lo, long hi,
             }
             if (wide) {
                 pkk_v16 acc[6 * PKK_ZMM_NB];
-                pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, panel, (size_t)kc * 16, next_a, 0, acc);
+                pkk_block_zmm_any(kc, 6, (cols + 15) / 16, a, panel, (size_t)kc * 16, next_a, acc);
                 pkk_pg_store_v16(g, acc, rows, cols, r0, c0, first, last);
                 continue;
             }

@@ -115,17 +115,14 @@ typedef float pkk_v16u __attribute__((vector_size(64), aligned(4))); /* unaligne
  * L1), 6 x 2 ran at 60-80% of the FMA peak, 6 x 4 and 4 x 4 at 92-99% (a
  * load per 2.4 FMAs instead of per 1.5). mr (6 or 4) and nb (1 to 4) are
  * constants where this is inlined, so the loops unroll onto named
- * registers. pf: as pkk_prefetch_step. With `more` set, the sums go on from
- * acc's values instead of 0: a sum over k cut in two calls is then the same
- * bits as one call's. */
+ * registers. pf: as pkk_prefetch_step. */
 static inline __attribute__((always_inline)) void pkk_block_zmm(int k, int mr, int nb, const float *restrict a,
                                                                  const float *restrict b, size_t b_next,
-                                                                 const float *pf, int more,
-                                                                 pkk_v16 acc[6 * PKK_ZMM_NB])
+                                                                 const float *pf, pkk_v16 acc[6 * PKK_ZMM_NB])
 {
     pkk_v16 c[6][PKK_ZMM_NB];
     for (int r = 0; r < mr; r++)
-        for (int h = 0; h < nb; h++) c[r][h] = more ? acc[PKK_ZMM_NB * r + h] : (pkk_v16){ 0 };
+        for (int h = 0; h < nb; h++) c[r][h] = (pkk_v16){ 0 };
     for (int i = 0; i < k; i++, a += mr, b += 16) {
         pkk_prefetch_step(pf, i, mr);
         pkk_v16 bv[PKK_ZMM_NB];
@@ -142,14 +139,13 @@ static inline __attribute__((always_inline)) void pkk_block_zmm(int k, int mr, i
  * constant where this is inlined). */
 static inline __attribute__((always_inline)) void pkk_block_zmm_any(int k, int mr, int nb, const float *restrict a,
                                                                      const float *restrict b, size_t b_next,
-                                                                     const float *pf, int more,
-                                                                     pkk_v16 acc[6 * PKK_ZMM_NB])
+                                                                     const float *pf, pkk_v16 acc[6 * PKK_ZMM_NB])
 {
     switch (nb) {
-    case 4: pkk_block_zmm(k, mr, 4, a, b, b_next, pf, more, acc); break;
-    case 3: pkk_block_zmm(k, mr, 3, a, b, b_next, pf, more, acc); break;
-    case 2: pkk_block_zmm(k, mr, 2, a, b, b_next, pf, more, acc); break;
-    default: pkk_block_zmm(k, mr, 1, a, b, b_next, pf, more, acc); break;
+    case 4: pkk_block_zmm(k, mr, 4, a, b, b_next, pf, acc); break;
+    case 3: pkk_block_zmm(k, mr, 3, a, b, b_next, pf, acc); break;
+    case 2: pkk_block_zmm(k, mr, 2, a, b, b_next, pf, acc); break;
+    default: pkk_block_zmm(k, mr, 1, a, b, b_next, pf, acc); break;
     }
 }
 

@@ -263,9 +263,6 @@ typedef struct {
     int blocks;  /* blocks of 16 tiles a chunk holds: V [36][blocks][cin][16],
                     M [36][blocks][rows][16], points pkk_wg_v_stride / m_stride apart */
     int u_ready; /* u holds every point's transformed weights, all rows, [36][rows cin], shared */
-    int k0, kc;  /* V holds input channels [k0, k0 + kc): V [36][blocks][kc][16] (chunks per thread on
-                    layers too wide for L2 cut cin; else 0 and cin) */
-    int more;    /* the products go on from M's sums (over input channels before k0), AVX-512 only */
 } pkk_wg_args;
 
 /* The order of the tiles in V and M, which the GEMMs do not see. Image
@@ -675,7 +672,7 @@ static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo,
 {
     const int mr = pkk_winograd_block_rows(a->cout), rows = pkk_wg_rows(a->cout);
     const int used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
-    const size_t v_block = (size_t)a->kc * PKK_WG_NR, tap_stride = (size_t)rows * a->cin;
+    const size_t v_block = (size_t)a->cin * PKK_WG_NR, tap_stride = (size_t)rows * a->cin;
     float *u = a->u_ready ? a->u : a->u + (size_t)thread * a->u_floats;
     const int rc = a->u_ready ? rows : pkk_wg_chunk_rows(a->cin, a->cout, (int)(hi - lo), a->u_floats);
     for (int c0 = 0; c0 < rows; c0 += rc) {
@@ -684,22 +681,17 @@ static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo,
         if (!a->u_ready) pkk_wg_transform(a->s + (size_t)c0 * a->cin, tap_stride, count, (int)lo, (int)hi, count, u);
         for (long p = lo; p < hi; p++) {
             const float *up = u + (size_t)(a->u_ready ? p : p - lo) * count;
-            const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->kc);
+            const float *vp = a->v + (size_t)p * pkk_wg_v_stride((size_t)a->blocks, a->cin);
             float *mp = a->m + (size_t)p * pkk_wg_m_stride((size_t)a->blocks, a->cout);
             for (int r0 = c0; r0 < c0 + cn; r0 += mr)
                 for (int tb = 0, step; tb < used; tb += step) {
-                    const float *ub = up + (size_t)(r0 - c0) * a->cin + (size_t)a->k0 * mr;
-                    const float *vb = vp + (size_t)tb * v_block;
+                    const float *ub = up + (size_t)(r0 - c0) * a->cin, *vb = vp + (size_t)tb * v_block;
                     float *mb = mp + ((size_t)tb * rows + (size_t)r0) * PKK_WG_NR;
                     if (wide) { /* a lone last block computes 16 columns even if 8 are tiles: the rest are zeros */
                         step = used - tb < PKK_ZMM_NB ? used - tb : PKK_ZMM_NB;
                         pkk_v16 acc[6 * PKK_ZMM_NB];
-                        if (a->more)
-                            for (int h = 0; h < step; h++)
-                                for (int r = 0; r < mr; r++)
-                                    acc[PKK_ZMM_NB * r + h] = *(const pkk_v16 *)(mb + ((size_t)h * rows + r) * PKK_WG_NR);
-                        if (mr == 4) pkk_block_zmm_any(a->kc, 4, step, ub, vb, v_block, NULL, a->more, acc);
-                        else pkk_block_zmm_any(a->kc, 6, step, ub, vb, v_block, NULL, a->more, acc);
+                        if (mr == 4) pkk_block_zmm_any(a->cin, 4, step, ub, vb, v_block, NULL, acc);
+                        else pkk_block_zmm_any(a->cin, 6, step, ub, vb, v_block, NULL, acc);
                         for (int h = 0; h < step; h++)
                             for (int r = 0; r < mr; r++)
                                 *(pkk_v16 *)(mb + ((size_t)h * rows + r) * PKK_WG_NR) = acc[PKK_ZMM_NB * r + h];
@@ -709,11 +701,11 @@ static inline __attribute__((always_inline)) void pkk_wg_products_range(long lo,
                     pkk_v8 acc[12], *out = (pkk_v8 *)mb;
                     const int half = a->tn - tb * PKK_WG_NR <= PKK_WG_LANES; /* at most 8 tiles left */
                     if (mr == 4) {
-                        if (half) pkk_block_4x8(a->kc, ub, vb, acc);
-                        else pkk_block_4x16(a->kc, ub, vb, acc);
+                        if (half) pkk_block_4x8(a->cin, ub, vb, acc);
+                        else pkk_block_4x16(a->cin, ub, vb, acc);
                     } else {
-                        if (half) pkk_block_6x8(a->kc, ub, vb, NULL, acc);
-                        else pkk_block_6x16(a->kc, ub, vb, NULL, acc);
+                        if (half) pkk_block_6x8(a->cin, ub, vb, NULL, acc);
+                        else pkk_block_6x16(a->cin, ub, vb, NULL, acc);
                     }
                     for (int j = 0; j < 2 * mr; j += 1 + half) out[j] = acc[j];
                 }
@@ -942,9 +934,7 @@ int pkk_winograd_min_tiles(void) { return pkk_use_avx512() ? 16 : 4; }
  * instead takes whole chunks of 16 to 64 tiles and runs all three steps
  * on one chunk before the next, its V and M staying in its L2; the weights
  * are transformed once per call for all points (U, shared, read by every
- * chunk; where V and M of a chunk would not fit the scratch beside U, V
- * takes the input channels in parts). A block of 16 tiles is whole tile
- * rows of one image: two of a
+ * chunk). A block of 16 tiles is whole tile rows of one image: two of a
  * 32-wide map (h % 8 == 0), four of a 16-wide one (h % 16 == 0); lane l is
  * tile (ty + l / tx_count, l % tx_count). A patch element (r, c) of a tile
  * row's tiles is every fourth float of a padded row from c on, so two tile
@@ -1066,34 +1056,14 @@ static size_t pkk_wg_rows_pad_floats(int batch, int h, int w, size_t blocks)
     return (pkk_wg_pad_floats(batch, h / 4, w / 4, blocks) + 15) / 16 * 16;
 }
 
-/* Scratch for chunks of `chunk` tiles, V holding `kc` input channels at a
- * time, on `threads` threads: U, and per thread V, M and the padded planes,
- * 64-byte aligned. */
-static size_t pkk_wg_rows_need(int cin, int cout, int batch, int h, int w, int chunk, int kc, size_t threads)
+/* Scratch for chunks of `chunk` tiles on `threads` threads: U, and per
+ * thread V, M and the padded planes, 64-byte aligned. */
+static size_t pkk_wg_rows_need(int cin, int cout, int batch, int h, int w, int chunk, size_t threads)
 {
     const size_t blocks = (size_t)chunk / PKK_WG_NR;
     return pkk_wg_rows_u_floats(cin, cout)
-         + threads * (pkk_wg_rows_v_floats(blocks, kc) + pkk_wg_rows_m_floats(blocks, cout)
+         + threads * (pkk_wg_rows_v_floats(blocks, cin) + pkk_wg_rows_m_floats(blocks, cout)
                       + pkk_wg_rows_pad_floats(batch, h, w, blocks)) + 15;
-}
-
-/* Input channels V holds at a time for chunks of `chunk` tiles: all, or
- * where the scratch holds U and the threads' V and M only with less, a half
- * or a quarter of them (the products then add each part's sums to M's, in
- * the same order: the same bits); 0 where not even a quarter fits. What
- * it saves: U (4.9 MB for 256 -> 128 channels) is read from the shared
- * cache once per chunk, and with parts a chunk can stay large. That layer
- * on 16 16x16 maps, 2 threads: the chunked passes 3.9-4.0 ms; in parts,
- * chunks of 32 tiles (halves) 3.8, of 64 (quarters) 3.5-3.6, of 64 (halves)
- * 3.3 ms. */
-static int pkk_wg_rows_kc(int cin, int cout, int batch, int h, int w, int chunk, size_t threads,
-                          size_t scratch_floats)
-{
-    for (int parts = 1; parts <= 4; parts *= 2) {
-        const int kc = (cin + parts - 1) / parts;
-        if (pkk_wg_rows_need(cin, cout, batch, h, w, chunk, kc, threads) <= scratch_floats) return kc;
-    }
-    return 0;
 }
 
 /* Tiles per chunk, 64, 32 or 16: the one whose busiest thread has least to
@@ -1118,7 +1088,7 @@ static int pkk_wg_rows_chunk(int cin, int cout, int batch, int h, int w, size_t 
             best_load = load;
             best = sizes[i];
         }
-        if (load < best_fit_load && pkk_wg_rows_kc(cin, cout, batch, h, w, sizes[i], threads, scratch_floats) > 0) {
+        if (load < best_fit_load && pkk_wg_rows_need(cin, cout, batch, h, w, sizes[i], threads) <= scratch_floats) {
             best_fit_load = load;
             best_fit = sizes[i];
         }
@@ -1129,12 +1099,11 @@ static int pkk_wg_rows_chunk(int cin, int cout, int batch, int h, int w, size_t 
 typedef struct {
     const pkk_wg_args *a; /* u: the shared U; v, m, pads: the first thread's */
     size_t v_floats, m_floats, tiles;
-    int chunk, kc; /* kc: input channels per part (pkk_wg_rows_kc) */
+    int chunk;
 } pkk_wg_rows_args;
 
 /* Chunks [lo, hi) of the batch, one after the other, in the thread's own
- * V, M and padded planes; per chunk, the input channels a part at a time
- * (V made, then multiplied into M), then the output. */
+ * V, M and padded planes. */
 static inline __attribute__((always_inline)) void pkk_wg_rows_chunk_range(long lo, long hi, int thread,
                                                                            const pkk_wg_rows_args *f, int w)
 {
@@ -1142,6 +1111,7 @@ static inline __attribute__((always_inline)) void pkk_wg_rows_chunk_range(long l
     a.v += (size_t)thread * f->v_floats;
     a.m += (size_t)thread * f->m_floats;
     const size_t in_ch = (size_t)a.batch * a.h * w;
+    const size_t v_points = pkk_wg_v_stride((size_t)a.blocks, a.cin);
     const size_t m_points = pkk_wg_m_stride((size_t)a.blocks, a.cout);
     const int rows = pkk_wg_rows(a.cout);
     for (long c = lo; c < hi; c++) {
@@ -1150,19 +1120,14 @@ static inline __attribute__((always_inline)) void pkk_wg_rows_chunk_range(long l
         const int blocks = a.tn / PKK_WG_NR;
         const pkk_wg_padded pad = pkk_wg_chunk_pad(&a, thread);
         pkk_wg_pad_clear(&pad);
-        for (a.k0 = 0; a.k0 < a.cin; a.k0 += a.kc) {
-            a.kc = a.cin - a.k0 < f->kc ? a.cin - a.k0 : f->kc;
-            a.more = a.k0 > 0;
-            const size_t v_points = pkk_wg_v_stride((size_t)a.blocks, a.kc);
-            for (int ci = 0; ci < a.kc; ci++) {
-                pkk_wg_pad(&a, a.x + (size_t)(a.k0 + ci) * in_ch, &pad);
-                for (int k = 0; k < blocks; k++) {
-                    const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
-                    pkk_wg_input_rows(&pad, at.b, at.ty, w, a.v + ((size_t)k * a.kc + ci) * PKK_WG_NR, v_points);
-                }
+        for (int ci = 0; ci < a.cin; ci++) {
+            pkk_wg_pad(&a, a.x + (size_t)ci * in_ch, &pad);
+            for (int k = 0; k < blocks; k++) {
+                const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
+                pkk_wg_input_rows(&pad, at.b, at.ty, w, a.v + ((size_t)k * a.cin + ci) * PKK_WG_NR, v_points);
             }
-            pkk_wg_products_range(0, PKK_WG_POINTS, thread, &a, 1);
         }
+        pkk_wg_products_range(0, PKK_WG_POINTS, thread, &a, 1);
         for (int co = 0; co < a.cout; co++)
             for (int k = 0; k < blocks; k++) {
                 const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
@@ -1218,18 +1183,17 @@ static int pkk_conv3x3_winograd_rows(const float *x, int cin, int batch, int h, 
     const size_t tiles = (size_t)batch * tiles_y * tiles_x, threads = (size_t)omp_get_max_threads();
     const int chunk = pkk_wg_rows_chunk(cin, cout, batch, h, w, threads, scratch_floats);
     if (chunk == 0) return 0;
-    const int kc = pkk_wg_rows_kc(cin, cout, batch, h, w, chunk, threads, scratch_floats);
     const size_t blocks = (size_t)chunk / PKK_WG_NR;
     const size_t u_floats = pkk_wg_rows_u_floats(cin, cout);
-    const size_t v_floats = pkk_wg_rows_v_floats(blocks, kc), m_floats = pkk_wg_rows_m_floats(blocks, cout);
+    const size_t v_floats = pkk_wg_rows_v_floats(blocks, cin), m_floats = pkk_wg_rows_m_floats(blocks, cout);
     const size_t pad_floats = pkk_wg_rows_pad_floats(batch, h, w, blocks);
     float *u = scratch + ((64 - ((uintptr_t)scratch & 63)) & 63) / sizeof(float);
     float *v = u + u_floats, *m = v + threads * v_floats, *pad = m + threads * m_floats;
     const pkk_wg_u_args g = { s, (size_t)pkk_wg_rows(cout) * cin, u };
     pkk_run((long)((g.count + PKK_WG_U_RUN - 1) / PKK_WG_U_RUN), u_floats * 4, pkk_wg_u_runs, &g);
     const pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, w,
-                            tiles_y, tiles_x, relu, 0, 0, 0, (int)blocks, 1, 0, kc, 0 };
-    const pkk_wg_rows_args f = { &a, v_floats, m_floats, tiles, chunk, kc };
+                            tiles_y, tiles_x, relu, 0, 0, 0, (int)blocks, 1 };
+    const pkk_wg_rows_args f = { &a, v_floats, m_floats, tiles, chunk };
     pkk_run((long)((tiles + (size_t)chunk - 1) / (size_t)chunk), tiles * (size_t)cin * cout * PKK_WG_POINTS,
             w == 32 ? pkk_wg_rows_chunks32 : pkk_wg_rows_chunks16, &f);
     return 1;
@@ -1256,8 +1220,7 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const
     const size_t pad_floats = pkk_wg_pad_floats(batch, tiles_y, tiles_x, blocks);
     const int avx512 = pkk_use_avx512(); /* the 8-tile input transform reads image order only */
     pkk_wg_args a = { x, s, bias, residual, y, v, m, u, u_floats, pad, pad_floats, cin, cout, batch, h, w,
-                      tiles_y, tiles_x, relu, avx512 && pkk_wg_interleavable(batch, h, w), 0, 0, (int)blocks, 0,
-                      0, cin, 0 };
+                      tiles_y, tiles_x, relu, avx512 && pkk_wg_interleavable(batch, h, w), 0, 0, (int)blocks };
     const size_t capacity = blocks * PKK_WG_NR;
     for (size_t t0 = 0; t0 < tiles; t0 += capacity) {
         a.t0 = t0;

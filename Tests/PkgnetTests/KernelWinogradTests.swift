@@ -210,32 +210,6 @@ final class KernelWinogradTests: KernelTestCase {
         }
     }
 
-    /// Where the scratch holds chunks per thread only with V taking part of
-    /// the input channels at a time (halves or quarters; 42 channels make a
-    /// last quarter of 9), each part's products go on from the sums before:
-    /// at every scratch size from too small to whole, the output matches the
-    /// direct convolution and has the bits of the largest scratch's.
-    func testChunksPerThreadWithInputChannelsInParts() {
-        let c = ConvCase(cin: 42, cout: 12, batch: 3, h: 16, w: 16, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true)
-        let input = ConvInputs(c, seed: 660)
-        let expected = input.expected(c)
-        forEachKernelPath { path in
-            for threads: Int32 in [1, 2] {
-                pkk_set_threads(threads)
-                guard let whole = Self.conv(c, input, scratchFloats: 1 << 20) else { return XCTFail("\(c): declined") }
-                var ran = 0
-                for scratch in stride(from: 30_000, through: 150_000, by: 3_000) {
-                    guard let y = Self.conv(c, input, scratchFloats: scratch) else { continue }
-                    ran += 1
-                    assertClose(y, expected, rel: 1e-5, "scratch \(scratch), threads \(threads), \(path)")
-                    XCTAssertTrue(y == whole, "scratch \(scratch), threads \(threads), \(path): not the bits of one part")
-                }
-                XCTAssertGreaterThan(ran, 20, "threads \(threads) \(path)")
-            }
-        }
-        pkk_set_threads(0)
-    }
-
     func testScratchOfAnyAlignment() {
         // Float-aligned scratch 4, 16 and 32 bytes past a 64-byte boundary
         // (Swift arrays are 16-byte aligned): the kernel aligns V and M itself.
