@@ -21,8 +21,12 @@
  * prefetches the next block's weights while it runs. In a chunk, the
  * blocks of C are walked GotoBLAS-style: per group of row blocks (their
  * weights, PKK_PG_A_BLOCK floats, stay in L2), per column block (its
- * kc x 16 slice of B stays in L1, its kc x 64 one in L2), every row block
- * of the group.
+ * kc x 64 slice of B, 32 KiB, stays in L1), every row block of the group.
+ * Chunks of 128, not 256: the 6 x 64 block's four B loads per k then come
+ * from L1 instead of L2; the w=64 model scored 1.034x as fast at 17 and
+ * 128 cubes per call (its transposed convolutions, a sixth of the time,
+ * are such products), 0.99x at 1 (benchmarks/ab.py, 30 rounds); 96 was
+ * slower than 128 at all three.
  *
  * A B laid out in such panels, whole columns of 64 ([vector][k][16]), is
  * read in place: a convolution's weights where the roles are swapped
@@ -41,7 +45,7 @@
 #include <string.h>
 
 #define PKK_PG_MR 6  /* rows per register block */
-#define PKK_PG_KC 256
+#define PKK_PG_KC 128
 /* Weights per group of row blocks: 256 KiB, a quarter of L2. */
 #define PKK_PG_A_BLOCK 65536
 

@@ -26,7 +26,7 @@
  * then tap, in fused multiply-adds, plus the bias, then the residual, by
  * one thread: the same bits on any thread count, within float rounding of
  * the GEMM's sums (the same products in the same order, but the GEMM blocks
- * the reduction in chunks of 256).
+ * the reduction in chunks of 128).
  */
 #include "pkgnet_kernels.h"
 #include "pkk_internal.h"

@@ -130,7 +130,7 @@ final class KernelWeightSourceTests: KernelTestCase {
         pkk_set_threads(0)
     }
 
-    /// The GEMM's packing, A[row][i] at [chunk of 256][row block][i][6], from
+    /// The GEMM's packing, A[row][i] at [chunk of 128][row block][i][6], from
     /// rows stored contiguously (scaled: a convolution with BatchNorm), from
     /// columns (W^T of a transposed convolution, unscaled and scaled), and
     /// with neither stride 1.
@@ -156,8 +156,8 @@ final class KernelWeightSourceTests: KernelTestCase {
                     return Array(UnsafeBufferPointer(start: a, count: pkk_packed_weight_floats(Int32(m), Int32(k))))
                 }
                 var expected = [Float](repeating: 0, count: rows * k)
-                for k0 in stride(from: 0, to: k, by: 256) {
-                    let kc = min(256, k - k0)
+                for k0 in stride(from: 0, to: k, by: 128) {
+                    let kc = min(128, k - k0)
                     for row in 0..<m {
                         for i in 0..<kc {
                             let e = row * layout.rowStride + (k0 + i) * layout.colStride
