@@ -8,7 +8,7 @@ final class KernelStrided3x3Tests: KernelTestCase {
     /// Both output widths (16: 32-wide inputs; 8: 16-wide ones), one block
     /// per image and several; output channels in whole blocks of 6 and with
     /// a last block of 1 or 4 rows; 40 input channels (a reduction of 360,
-    /// two of the packing's chunks of 256); bias, residual, ReLU each on and off.
+    /// three of the packing's chunks of 128); bias, residual, ReLU each on and off.
     private let cases: [ConvCase] = [
         ConvCase(cin: 16, cout: 32, batch: 3, h: 32, w: 32, kernel: 3, stride: 2, pad: 1, groups: 1, bias: true, residual: false, relu: true),
         ConvCase(cin: 32, cout: 64, batch: 2, h: 16, w: 16, kernel: 3, stride: 2, pad: 1, groups: 1, bias: true, residual: true, relu: true),

@@ -247,7 +247,7 @@ final class KernelWinogradTests: KernelTestCase {
     func testPackedPathMatchesDirectConvolution() {
         // The same arranged weights as a GEMM: the path for few tiles. Blocks of
         // 6 rows are read as they are (cout 6, and 64 = 10 x 6 + 4 with more input
-        // channels than one GEMM chunk of 256), blocks of 4 packed again. With
+        // channels than one GEMM chunk of 128), blocks of 4 packed again. With
         // one column of scratch the few-pixel cases take the direct GEMM too;
         // with 1 << 16 floats, the swapped product. 16 pixels with weights too
         // large to transpose (9 x 200 x 150 floats): with 1 << 16 floats, a
