@@ -1075,9 +1075,10 @@ static size_t pkk_wg_rows_need(int cin, int cout, int batch, int h, int w, int c
  * where only 16 fits but more would balance as well: every 16 tiles would
  * read all of U again, which for 256 -> 128 channels (4.9 MB) took
  * 1.3-1.4x the chunked passes' time. */
+#define PKK_WG_ROWS_CHUNK_MAX 64 /* tiles */
 static int pkk_wg_rows_chunk(int cin, int cout, int batch, int h, int w, size_t threads, size_t scratch_floats)
 {
-    static const int sizes[3] = { 64, 32, 16 }, cost[3] = { 100, 104, 135 };
+    static const int sizes[3] = { PKK_WG_ROWS_CHUNK_MAX, 32, 16 }, cost[3] = { 100, 104, 135 };
     const size_t tiles = (size_t)batch * (size_t)h * (size_t)w / 16;
     int best = 0, best_fit = 0;
     size_t best_load = SIZE_MAX, best_fit_load = SIZE_MAX;
@@ -1118,21 +1119,19 @@ static inline __attribute__((always_inline)) void pkk_wg_rows_chunk_range(long l
         a.t0 = (size_t)c * f->chunk;
         a.tn = (int)(f->tiles - a.t0 < (size_t)f->chunk ? f->tiles - a.t0 : (size_t)f->chunk);
         const int blocks = a.tn / PKK_WG_NR;
+        pkk_tile at[PKK_WG_ROWS_CHUNK_MAX / PKK_WG_NR]; /* each block's first tile */
+        for (int k = 0; k < blocks; k++) at[k] = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
         const pkk_wg_padded pad = pkk_wg_chunk_pad(&a, thread);
         pkk_wg_pad_clear(&pad);
         for (int ci = 0; ci < a.cin; ci++) {
             pkk_wg_pad(&a, a.x + (size_t)ci * in_ch, &pad);
-            for (int k = 0; k < blocks; k++) {
-                const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
-                pkk_wg_input_rows(&pad, at.b, at.ty, w, a.v + ((size_t)k * a.cin + ci) * PKK_WG_NR, v_points);
-            }
+            for (int k = 0; k < blocks; k++)
+                pkk_wg_input_rows(&pad, at[k].b, at[k].ty, w, a.v + ((size_t)k * a.cin + ci) * PKK_WG_NR, v_points);
         }
         pkk_wg_products_range(0, PKK_WG_POINTS, thread, &a, 1);
         for (int co = 0; co < a.cout; co++)
-            for (int k = 0; k < blocks; k++) {
-                const pkk_tile at = pkk_tile_at(&a, a.t0 + (size_t)k * PKK_WG_NR);
-                pkk_wg_output_rows(&a, a.m + ((size_t)k * rows + co) * PKK_WG_NR, m_points, co, at.b, at.ty, w);
-            }
+            for (int k = 0; k < blocks; k++)
+                pkk_wg_output_rows(&a, a.m + ((size_t)k * rows + co) * PKK_WG_NR, m_points, co, at[k].b, at[k].ty, w);
     }
 }
 
