@@ -194,19 +194,22 @@ def _repo_library() -> Path:
 
 
 def _candidates():
-    """(description, what to dlopen) in the order they are tried."""
+    """(description, what to dlopen) in the order they are tried, each made
+    only when the ones before it failed: find_library runs ldconfig and the
+    compiler in subprocesses (8-10 ms here), which a library found earlier
+    should not cost the first model load."""
     env = os.environ.get("PKGNET_LIBRARY")
     if env:
         # An explicit choice is never silently replaced by another library.
-        return [("PKGNET_LIBRARY", env)]
-    out = [("repository build", str(_repo_library()))]
+        yield ("PKGNET_LIBRARY", env)
+        return
+    yield ("repository build", str(_repo_library()))
     # dlopen by SONAME searches LD_LIBRARY_PATH and the ld.so cache, which
     # covers a `make install` to a system prefix.
-    out.append(("system", "libpkgnet.so.0"))
+    yield ("system", "libpkgnet.so.0")
     found = ctypes.util.find_library("pkgnet")
     if found and found != "libpkgnet.so.0":
-        out.append(("system (find_library)", found))
-    return out
+        yield ("system (find_library)", found)
 
 
 def _bind(handle: ctypes.CDLL, where: str) -> ctypes.CDLL:

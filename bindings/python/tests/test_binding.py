@@ -544,6 +544,28 @@ def test_pkgnet_library_variable_selects_the_library():
     assert proc.stdout.split() == [path, "0.1.0"]
 
 
+def test_repository_build_loads_without_searching_the_system():
+    """find_library (ldconfig and the compiler in subprocesses, 8-10 ms) runs
+    only when the libraries tried before it failed, not on every first load."""
+    from pkgnet import _native
+
+    if not _native._repo_library().exists():
+        pytest.skip("no repository build (.build/release/libpkgnet.so): run `make build`")
+    code = (
+        "import ctypes.util\n"
+        "def refuse(name):\n"
+        "    raise AssertionError('find_library(%r) was called' % name)\n"
+        "ctypes.util.find_library = refuse\n"
+        "import pkgnet\n"
+        "print(pkgnet._native.lib()._name)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PKGNET_LIBRARY"}
+    env["PYTHONPATH"] = str(BINDINGS)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(_native._repo_library())
+
+
 # ------------------------------------------------------------ golden cases
 
 def test_golden_cases(golden_case, converted_golden):
