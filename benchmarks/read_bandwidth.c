@@ -19,30 +19,30 @@
 
 #define PASSES 21
 
+/* One thread's part summed with vectors of type V (LANES floats): four
+ * independent sums, every lane in the checksum returned so that no load is
+ * optimised away. */
+#define READ_SUMS(V, ZERO, LOAD, ADD, STORE, LANES)                                                            \
+    V s0 = ZERO(), s1 = s0, s2 = s0, s3 = s0;                                                                \
+    for (size_t i = 0; i < n; i += 4 * (LANES)) {                                                            \
+        s0 = ADD(s0, LOAD(p + i));                                                                           \
+        s1 = ADD(s1, LOAD(p + i + (LANES)));                                                                 \
+        s2 = ADD(s2, LOAD(p + i + 2 * (LANES)));                                                             \
+        s3 = ADD(s3, LOAD(p + i + 3 * (LANES)));                                                             \
+    }                                                                                                        \
+    float lanes[LANES], sum = 0.0f;                                                                          \
+    STORE(lanes, ADD(ADD(s0, s1), ADD(s2, s3)));                                                             \
+    for (int l = 0; l < (LANES); l++) sum += lanes[l];                                                       \
+    return sum;
+
 __attribute__((target("avx512f"))) static float sum16(const float *p, size_t n)
 {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t i = 0; i < n; i += 64) {
-        s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
-        s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
-        s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
-        s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    READ_SUMS(__m512, _mm512_setzero_ps, _mm512_load_ps, _mm512_add_ps, _mm512_storeu_ps, 16)
 }
 
 __attribute__((target("avx2"))) static float sum8(const float *p, size_t n)
 {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t i = 0; i < n; i += 32) {
-        s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
-        s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
-        s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
-        s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
-    }
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+    READ_SUMS(__m256, _mm256_setzero_ps, _mm256_load_ps, _mm256_add_ps, _mm256_storeu_ps, 8)
 }
 
 static int by_value(const void *a, const void *b)
