@@ -516,8 +516,9 @@ def test_close_while_other_threads_score(model_file):
 
 # ------------------------------------------------------------ lazy loading
 
-def _run(code, env_extra):
-    env = dict(os.environ, PYTHONPATH=str(BINDINGS), **env_extra)
+def _run(code, env_extra, unset=()):
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(PYTHONPATH=str(BINDINGS), **env_extra)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -559,9 +560,7 @@ def test_repository_build_loads_without_searching_the_system():
         "import pkgnet\n"
         "print(pkgnet._native.lib()._name)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PKGNET_LIBRARY"}
-    env["PYTHONPATH"] = str(BINDINGS)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    proc = _run(code, {}, unset=("PKGNET_LIBRARY",))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(_native._repo_library())
 
