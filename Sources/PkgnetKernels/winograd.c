@@ -12,10 +12,12 @@
  * fills V, the GEMMs fill M (a chunk of output channels at a time, whose
  * weights each thread transforms just before), the output transform writes
  * y with bias, residual and ReLU fused. All phases are OpenMP-parallel (over
- * input channels, transform points, output channels), so no sum depends on
- * the thread count. On 16- and 32-wide maps with AVX-512 each thread runs
- * whole chunks through all three steps instead (chunks per thread, below),
- * with the same arithmetic per tile: the same bits.
+ * input channels, transform points, output channels; the products of a
+ * chunk of one block of tiles over output channels, turned around, below),
+ * so no sum depends on the thread count. On 16- and 32-wide maps with
+ * AVX-512 each thread runs whole chunks through all three steps instead
+ * (chunks per thread, below), with the same arithmetic per tile: the same
+ * bits.
  *
  * The GEMMs are the library's own 6 x 16 or 4 x 16 register blocks
  * (pkk_microkernel.h), with the operands laid out for them from the start
@@ -56,6 +58,7 @@
 #include "pkk_microkernel.h"
 #include "pkk_winograd.h"
 
+#include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -719,6 +722,152 @@ static void pkk_wg_products(long lo, long hi, int thread, const void *args)
     pkk_wg_products_range(lo, hi, thread, args, 0);
 }
 
+/* ---- one block of tiles: the products turned around ----
+ *
+ * A chunk of at most 16 tiles (the 4x4 maps of 16 images: a tile each) is
+ * one block, so the blocks above run 6 x 16: per input channel six
+ * broadcasts of U and one vector of V for six FMAs, with U (made per chunk
+ * of rows) and V (re-read per chunk of rows) both coming from L2; `perf`
+ * put 70% of the 512 -> 512 layer's time there, at half the FMA peak. Here
+ * M[p]^T = V[p]^T U[p]^T instead: the tiles are the broadcast rows (8 at a
+ * time, from V's [cin][16]) and the output channels the vectors (3 per
+ * group of 48, from U), so 24 accumulators take 11 loads per input
+ * channel: alone, twice the rate. U is made in the layout this wants,
+ * [ci][48] per group of 8 register blocks of 6 rows, gathered from the
+ * blocks' six-float runs, and a piece of input channels at a time so that
+ * it stays in the thread's buffer; the sums wait between pieces in
+ * tile-major partials, transposed into M after the last. The threads split
+ * the output channels, not the transform points, so each group is gathered
+ * and transformed once (split by points, the gather took 60% of the
+ * layer). Each sum still runs over the input channels in order with the
+ * same fused multiply-adds on the same transformed weights: the same bits
+ * as the blocks above. The 512 -> 512 and 256 -> 512 layers of 16 images
+ * ran 1.4-1.5x as fast on 2 threads, 1.6-1.7x on 1. */
+#define PKK_WG_SW_COLS 48 /* output channels per group: 8 register blocks of 6, 3 vectors */
+#define PKK_WG_SW_PART (PKK_WG_NR * PKK_WG_SW_COLS)
+
+/* Input channels per piece of U for `points` points in a thread's buffer
+ * (after the partials), or 0 when fewer than 16 fit. */
+static int pkk_wg_sw_piece(int cin, int points, size_t u_floats)
+{
+    const size_t part = (size_t)points * PKK_WG_SW_PART;
+    if (u_floats <= part) return 0;
+    const size_t fit = (u_floats - part) / ((size_t)points * PKK_WG_SW_COLS);
+    return fit < 16 ? 0 : fit >= (size_t)cin ? cin : (int)fit;
+}
+
+/* A group's 48 output channels at one input channel and tap, as 3 vectors,
+ * from the six-float runs of its `blocks` register blocks (block j's at
+ * run + j block_stride; the channels of missing blocks zero): one masked
+ * load per block, then the runs packed by two-register permutes. */
+PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_gather(const float *run, size_t block_stride,
+                                                                            int blocks, pkk_v16 out[3])
+{
+    pkk_v8 b[8];
+    for (int j = 0; j < 8; j++)
+        b[j] = j < blocks ? (pkk_v8)_mm256_maskz_loadu_ps(0x3F, run + (size_t)j * block_stride) : (pkk_v8){ 0 };
+    const pkk_v16 b01 = __builtin_shufflevector(b[0], b[1], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const pkk_v16 b23 = __builtin_shufflevector(b[2], b[3], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const pkk_v16 b45 = __builtin_shufflevector(b[4], b[5], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const pkk_v16 b67 = __builtin_shufflevector(b[6], b[7], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    out[0] = __builtin_shufflevector(b01, b23, 0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19);
+    out[1] = __builtin_shufflevector(b23, b45, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 24, 25);
+    out[2] = __builtin_shufflevector(b45, b67, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 24, 25, 26, 27, 28, 29);
+}
+
+/* u[p - p0][i][0..47] = (G g G^T)[p] for input channels k0 + i, i < kn, of
+ * the group's `blocks` register blocks from s (block j's (ci, r) at
+ * s + j 6 cin + 6 ci + r, tap k tap_stride further): pkk_wg_transform's
+ * arithmetic, element by element. */
+PKK_AVX512 static inline __attribute__((always_inline)) void
+pkk_wg_sw_transform_blocks(const float *s, size_t tap_stride, int cin, int blocks, int k0, int kn, int p0, int p1,
+                           float *u)
+{
+    const size_t point_stride = (size_t)kn * PKK_WG_SW_COLS, block_stride = (size_t)6 * cin;
+    for (int i = 0; i < kn; i++) {
+        const float *sc = s + (size_t)(k0 + i) * 6;
+        pkk_v16 taps[9][3];
+        for (int k = 0; k < 9; k++) pkk_wg_sw_gather(sc + (size_t)k * tap_stride, block_stride, blocks, taps[k]);
+        for (int h = 0; h < 3; h++) {
+            pkk_v16 g[9], t[18], row[6];
+            for (int k = 0; k < 9; k++) g[k] = taps[k][h];
+            for (int c = 0; c < 3; c++) PKK_WG_G(pkk_v16, g + c, 3, t + c, 3);
+            for (int r = p0 / 6; r * 6 < p1; r++) {
+                PKK_WG_G(pkk_v16, t + 3 * r, 1, row, 1);
+                for (int j = 0; j < 6; j++) {
+                    const int p = r * 6 + j;
+                    if (p < p0 || p >= p1) continue;
+                    float *dst = u + (size_t)(p - p0) * point_stride + (size_t)i * PKK_WG_SW_COLS + 16 * h;
+                    *(pkk_v16 *)dst = row[j];
+                }
+            }
+        }
+    }
+}
+
+/* pkk_wg_sw_transform_blocks, with `blocks` a constant for whole groups. */
+PKK_AVX512 static void pkk_wg_sw_transform(const float *s, size_t tap_stride, int cin, int blocks, int k0, int kn,
+                                          int p0, int p1, float *u)
+{
+    if (blocks == 8) pkk_wg_sw_transform_blocks(s, tap_stride, cin, 8, k0, kn, p0, p1, u);
+    else pkk_wg_sw_transform_blocks(s, tap_stride, cin, blocks, k0, kn, p0, p1, u);
+}
+
+/* The products of points [lo, hi) for a chunk of one block of tiles. */
+/* The products of register blocks [lo, hi) (rows 6 lo to 6 hi) at every
+ * transform point: the threads split the output channels, so each group's
+ * weights are gathered and transformed once. */
+PKK_AVX512 static void pkk_wg_sw_products(long lo, long hi, int thread, const void *args)
+{
+    const pkk_wg_args *a = args;
+    const int rows = pkk_wg_rows(a->cout), cin = a->cin, piece = pkk_wg_sw_piece(cin, PKK_WG_POINTS, a->u_floats);
+    const size_t tap_stride = (size_t)rows * cin;
+    const size_t v_stride = pkk_wg_v_stride((size_t)a->blocks, cin);
+    const size_t m_stride = pkk_wg_m_stride((size_t)a->blocks, a->cout);
+    float *part = a->u + (size_t)thread * a->u_floats, *u = part + (size_t)PKK_WG_POINTS * PKK_WG_SW_PART;
+    for (int c0 = 6 * (int)lo; c0 < 6 * (int)hi; c0 += PKK_WG_SW_COLS) {
+        const int cn = 6 * (int)hi - c0 < PKK_WG_SW_COLS ? 6 * (int)hi - c0 : PKK_WG_SW_COLS;
+        for (int k0 = 0; k0 < cin; k0 += piece) {
+            const int kn = cin - k0 < piece ? cin - k0 : piece;
+            pkk_wg_sw_transform(a->s + (size_t)c0 * cin, tap_stride, cin, cn / 6, k0, kn, 0, PKK_WG_POINTS, u);
+            for (int p = 0; p < PKK_WG_POINTS; p++) {
+                const float *vp = a->v + (size_t)p * v_stride + (size_t)k0 * PKK_WG_NR;
+                const float *up = u + (size_t)p * kn * PKK_WG_SW_COLS;
+                float *pp = part + (size_t)p * PKK_WG_SW_PART;
+                for (int tb = 0; tb < PKK_WG_NR; tb += 8) {
+                    pkk_v16 c[8][3];
+                    for (int t = 0; t < 8; t++)
+                        for (int h = 0; h < 3; h++) {
+                            const float *sum = pp + (tb + t) * PKK_WG_SW_COLS + 16 * h;
+                            c[t][h] = k0 == 0 ? (pkk_v16){ 0 } : *(const pkk_v16 *)sum;
+                        }
+                    const float *bt = vp + tb, *ui = up;
+                    for (int i = 0; i < kn; i++, bt += PKK_WG_NR, ui += PKK_WG_SW_COLS) {
+                        const pkk_v16 u0 = *(const pkk_v16 *)ui, u1 = *(const pkk_v16 *)(ui + 16),
+                                      u2 = *(const pkk_v16 *)(ui + 32);
+                        for (int t = 0; t < 8; t++) {
+                            c[t][0] += bt[t] * u0;
+                            c[t][1] += bt[t] * u1;
+                            c[t][2] += bt[t] * u2;
+                        }
+                    }
+                    for (int t = 0; t < 8; t++)
+                        for (int h = 0; h < 3; h++) *(pkk_v16 *)(pp + (tb + t) * PKK_WG_SW_COLS + 16 * h) = c[t][h];
+                }
+                if (k0 + kn < cin) continue;
+                float *mp = a->m + (size_t)p * m_stride + (size_t)c0 * PKK_WG_NR;
+                for (int h = 0; h * 16 < cn; h++) {
+                    pkk_v16 r[16], col[16];
+                    for (int t = 0; t < 16; t++) r[t] = *(const pkk_v16 *)(pp + t * PKK_WG_SW_COLS + 16 * h);
+                    pkk_transpose16(r, col);
+                    for (int j = 0; j < 16 && 16 * h + j < cn; j++)
+                        *(pkk_v16 *)(mp + (size_t)(16 * h + j) * PKK_WG_NR) = col[j];
+                }
+            }
+        }
+    }
+}
+
 PKK_AVX512 static void pkk_wg_products_avx512(long lo, long hi, int thread, const void *args)
 {
     pkk_wg_products_range(lo, hi, thread, args, 1);
@@ -1227,8 +1376,14 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const
         const size_t in_work = (size_t)cin * a.tn * PKK_WG_POINTS;
         const size_t out_work = (size_t)cout * a.tn * PKK_WG_POINTS;
         pkk_run(cin, in_work, avx512 ? pkk_wg_input_avx512 : pkk_wg_input, &a);
-        pkk_run(PKK_WG_POINTS, in_work / PKK_WG_POINTS * cout, avx512 ? pkk_wg_products_avx512 : pkk_wg_products,
-                &a);
+        const long sw_blocks = pkk_wg_rows(cout) / 6;
+        if (avx512 && a.tn <= PKK_WG_NR && pkk_winograd_block_rows(cout) == 6
+            && pkk_wg_sw_piece(cin, PKK_WG_POINTS, u_floats) > 0
+            && (size_t)pkk_run_threads(sw_blocks, in_work / PKK_WG_POINTS * cout) <= pkk_wg_u_threads(threads))
+            pkk_run(sw_blocks, in_work / PKK_WG_POINTS * cout, pkk_wg_sw_products, &a);
+        else
+            pkk_run(PKK_WG_POINTS, in_work / PKK_WG_POINTS * cout, avx512 ? pkk_wg_products_avx512 : pkk_wg_products,
+                    &a);
         pkk_run(cout, out_work, a.interleaved ? pkk_wg_output_interleaved : pkk_wg_output, &a);
     }
     return 1;
