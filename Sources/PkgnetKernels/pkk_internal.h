@@ -171,6 +171,14 @@ void pkk_gemm_panels(const float *a, int m, int n, int k, const float *panels, f
 void pkk_gemm_winograd_weights_panels(const float *s, int cout, int n, int cin, const float *panels, float *c,
                                       size_t ldc, const float *bias, const float *residual, int relu);
 
+/* y [cout][16] = act(W col + bias [+ residual]) for 16 pixels (one cube's
+ * 4x4 map; AVX-512 only, output channels in blocks of 6 rows), col the
+ * im2col [9 cin][16] in tap order (64-byte aligned), W read from S
+ * (pkk_winograd_arrange_weights) as it is (winograd.c): pixels broadcast,
+ * output channels in vectors, the threads splitting them. */
+void pkk_conv3x3_sixteen_pixels(const float *col, const float *s, int cin, int cout, const float *bias,
+                                const float *residual, int relu, float *y);
+
 /* OpenCV INTER_LINEAR sample positions and fixed-point weights (scale 2048)
  * of one axis resized from n to d pixels (crop.c): output k reads sources
  * i0[k], i1[k] (inside [0, n)) with weights w0[k], w1[k]. clamp_weights: the

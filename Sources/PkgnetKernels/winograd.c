@@ -868,6 +868,79 @@ PKK_AVX512 static void pkk_wg_sw_products(long lo, long hi, int thread, const vo
     }
 }
 
+/* The same turn for the direct convolution of one cube's 4x4 map
+ * (pkk_conv3x3_sixteen_pixels): the 16 pixels broadcast from the im2col,
+ * 48 output channels per 3 vectors of weights gathered from S as it is, a
+ * piece of the 9 cin sums at a time into a buffer that stays in L1. */
+#define PKK_C16_PIECE 128
+
+typedef struct {
+    const float *col, *s, *bias, *residual;
+    float *y;
+    int cin, cout, relu;
+} pkk_c16_args;
+
+PKK_AVX512 static void pkk_c16_range(long lo, long hi, int thread, const void *args)
+{
+    (void)thread;
+    const pkk_c16_args *a = args;
+    const int cin = a->cin, k = 9 * cin;
+    const size_t tap_stride = (size_t)pkk_wg_rows(a->cout) * cin;
+    float w[PKK_C16_PIECE * PKK_WG_SW_COLS] __attribute__((aligned(64)));
+    float part[PKK_WG_SW_PART] __attribute__((aligned(64)));
+    for (int c0 = 6 * (int)lo; c0 < 6 * (int)hi; c0 += PKK_WG_SW_COLS) {
+        const int cn = 6 * (int)hi - c0 < PKK_WG_SW_COLS ? 6 * (int)hi - c0 : PKK_WG_SW_COLS;
+        for (int k0 = 0; k0 < k; k0 += PKK_C16_PIECE) {
+            const int kn = k - k0 < PKK_C16_PIECE ? k - k0 : PKK_C16_PIECE;
+            for (int i = 0; i < kn; i++) {
+                const int tap = (k0 + i) / cin, ci = (k0 + i) % cin;
+                const float *run = a->s + (size_t)tap * tap_stride + (size_t)c0 * cin + (size_t)ci * 6;
+                pkk_v16 v[3];
+                if (cn == PKK_WG_SW_COLS) pkk_wg_sw_gather(run, (size_t)6 * cin, 8, v);
+                else pkk_wg_sw_gather(run, (size_t)6 * cin, cn / 6, v);
+                for (int h = 0; h < 3; h++) *(pkk_v16 *)(w + i * PKK_WG_SW_COLS + 16 * h) = v[h];
+            }
+            for (int tb = 0; tb < PKK_WG_NR; tb += 8) {
+                pkk_v16 c[8][3] = { { { 0 } } };
+                const float *bt = a->col + (size_t)k0 * PKK_WG_NR + tb, *wi = w;
+                for (int i = 0; i < kn; i++, bt += PKK_WG_NR, wi += PKK_WG_SW_COLS) {
+                    const pkk_v16 w0 = *(const pkk_v16 *)wi, w1 = *(const pkk_v16 *)(wi + 16),
+                                  w2 = *(const pkk_v16 *)(wi + 32);
+                    for (int t = 0; t < 8; t++) {
+                        c[t][0] += bt[t] * w0;
+                        c[t][1] += bt[t] * w1;
+                        c[t][2] += bt[t] * w2;
+                    }
+                }
+                for (int t = 0; t < 8; t++)
+                    for (int h = 0; h < 3; h++) {
+                        pkk_v16 *sum = (pkk_v16 *)(part + (tb + t) * PKK_WG_SW_COLS + 16 * h);
+                        *sum = k0 == 0 ? c[t][h] : *sum + c[t][h];
+                    }
+            }
+        }
+        for (int h = 0; h * 16 < cn; h++) {
+            pkk_v16 r[16], out[16];
+            for (int t = 0; t < 16; t++) r[t] = *(const pkk_v16 *)(part + t * PKK_WG_SW_COLS + 16 * h);
+            pkk_transpose16(r, out);
+            for (int j = 0; j < 16 && 16 * h + j < cn && c0 + 16 * h + j < a->cout; j++) {
+                const int co = c0 + 16 * h + j;
+                pkk_v16 v = out[j] + (a->bias ? a->bias[co] : 0.0f);
+                if (a->residual) v += *(const pkk_v16u *)(a->residual + (size_t)co * PKK_WG_NR);
+                if (a->relu) v = __builtin_elementwise_max(v, (pkk_v16){ 0 });
+                *(pkk_v16u *)(a->y + (size_t)co * PKK_WG_NR) = v;
+            }
+        }
+    }
+}
+
+void pkk_conv3x3_sixteen_pixels(const float *col, const float *s, int cin, int cout, const float *bias,
+                                const float *residual, int relu, float *y)
+{
+    const pkk_c16_args a = { col, s, bias, residual, y, cin, cout, relu };
+    pkk_run(pkk_wg_rows(cout) / 6, (size_t)9 * cin * cout * PKK_WG_NR, pkk_c16_range, &a);
+}
+
 PKK_AVX512 static void pkk_wg_products_avx512(long lo, long hi, int thread, const void *args)
 {
     pkk_wg_products_range(lo, hi, thread, args, 1);

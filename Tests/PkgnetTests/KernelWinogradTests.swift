@@ -271,8 +271,10 @@ final class KernelWinogradTests: KernelTestCase {
         // channels than one GEMM chunk of 128), blocks of 4 packed again. With
         // one column of scratch the few-pixel cases take the direct GEMM too;
         // with 1 << 16 floats, the swapped product. 16 pixels with weights too
-        // large to transpose (9 x 200 x 150 floats): with 1 << 16 floats, a
-        // tile of 16 columns, whose im2col the AVX-512 GEMM reads in place.
+        // large to transpose (9 x 200 x 150 floats): with 1 << 16 floats, one
+        // tile of 16 columns, whose im2col the AVX-512 product turned around
+        // (pkk_conv3x3_sixteen_pixels) reads in place: 15 pieces of 128 sums,
+        // 25 blocks of 6 output channels in groups of 8 and a last of 1 to 5.
         let sixteenColumns = ConvCase(cin: 200, cout: 150, batch: 1, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1,
                                       bias: true, residual: true, relu: true)
         let cases = self.cases + fewPixelCases + [
