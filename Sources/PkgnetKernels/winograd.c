@@ -13,7 +13,7 @@
  * weights each thread transforms just before), the output transform writes
  * y with bias, residual and ReLU fused. All phases are OpenMP-parallel (over
  * input channels, transform points, output channels; the products of a
- * chunk of one block of tiles over output channels, turned around, below),
+ * chunk of one or two blocks of tiles over output channels, turned around),
  * so no sum depends on the thread count. On 16- and 32-wide maps with
  * AVX-512 each thread runs whole chunks through all three steps instead
  * (chunks per thread, below), with the same arithmetic per tile: the same
@@ -722,10 +722,11 @@ static void pkk_wg_products(long lo, long hi, int thread, const void *args)
     pkk_wg_products_range(lo, hi, thread, args, 0);
 }
 
-/* ---- one block of tiles: the products turned around ----
+/* ---- one or two blocks of tiles: the products turned around ----
  *
  * A chunk of at most 16 tiles (the 4x4 maps of 16 images: a tile each) is
- * one block, so the blocks above run 6 x 16: per input channel six
+ * one block (17 images, a frame's objects, two), so the blocks above run
+ * 6 x 16 (6 x 32, half of it padding): per input channel six
  * broadcasts of U and one vector of V for six FMAs, with U (made per chunk
  * of rows) and V (re-read per chunk of rows) both coming from L2; `perf`
  * put 70% of the 512 -> 512 layer's time there, at half the FMA peak. Here
@@ -742,15 +743,18 @@ static void pkk_wg_products(long lo, long hi, int thread, const void *args)
  * layer). Each sum still runs over the input channels in order with the
  * same fused multiply-adds on the same transformed weights: the same bits
  * as the blocks above. The 512 -> 512 and 256 -> 512 layers of 16 images
- * ran 1.4-1.5x as fast on 2 threads, 1.6-1.7x on 1. */
+ * ran 1.4-1.5x as fast on 2 threads, 1.6-1.7x on 1; the 512 -> 512 of 17
+ * images 1.55-1.7x, the tiles being taken 8 at a time and the last few
+ * alone. */
 #define PKK_WG_SW_COLS 48 /* output channels per group: 8 register blocks of 6, 3 vectors */
-#define PKK_WG_SW_PART (PKK_WG_NR * PKK_WG_SW_COLS)
+#define PKK_WG_SW_PART (PKK_WG_NR * PKK_WG_SW_COLS) /* partial sums of a block of tiles */
+#define PKK_WG_SW_TILES 32                          /* most tiles per chunk: two blocks */
 
 /* Input channels per piece of U for `points` points in a thread's buffer
  * (after the partials), or 0 when fewer than 16 fit. */
-static int pkk_wg_sw_piece(int cin, int points, size_t u_floats)
+static int pkk_wg_sw_piece(int cin, int points, int blocks, size_t u_floats)
 {
-    const size_t part = (size_t)points * PKK_WG_SW_PART;
+    const size_t part = (size_t)points * blocks * PKK_WG_SW_PART;
     if (u_floats <= part) return 0;
     const size_t fit = (u_floats - part) / ((size_t)points * PKK_WG_SW_COLS);
     return fit < 16 ? 0 : fit >= (size_t)cin ? cin : (int)fit;
@@ -813,18 +817,41 @@ PKK_AVX512 static void pkk_wg_sw_transform(const float *s, size_t tap_stride, in
     else pkk_wg_sw_transform_blocks(s, tap_stride, cin, blocks, k0, kn, p0, p1, u);
 }
 
-/* The products of points [lo, hi) for a chunk of one block of tiles. */
+/* sums[t][0..47] (+)= sum over i < kn of bt[16 i + t] u[48 i .. 48 i + 47]
+ * for the nt (1 to 8, a constant where this is inlined) tiles t of a row
+ * block: their broadcasts, 3 vectors of output channels, in order of i. */
+PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_rows(int nt, int kn, const float *bt,
+                                                                          const float *u, int first, float *sums)
+{
+    pkk_v16 c[8][3];
+    for (int t = 0; t < nt; t++)
+        for (int h = 0; h < 3; h++)
+            c[t][h] = first ? (pkk_v16){ 0 } : *(const pkk_v16 *)(sums + t * PKK_WG_SW_COLS + 16 * h);
+    for (int i = 0; i < kn; i++, bt += PKK_WG_NR, u += PKK_WG_SW_COLS) {
+        const pkk_v16 u0 = *(const pkk_v16 *)u, u1 = *(const pkk_v16 *)(u + 16), u2 = *(const pkk_v16 *)(u + 32);
+        for (int t = 0; t < nt; t++) {
+            c[t][0] += bt[t] * u0;
+            c[t][1] += bt[t] * u1;
+            c[t][2] += bt[t] * u2;
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int h = 0; h < 3; h++) *(pkk_v16 *)(sums + t * PKK_WG_SW_COLS + 16 * h) = c[t][h];
+}
+
 /* The products of register blocks [lo, hi) (rows 6 lo to 6 hi) at every
  * transform point: the threads split the output channels, so each group's
  * weights are gathered and transformed once. */
 PKK_AVX512 static void pkk_wg_sw_products(long lo, long hi, int thread, const void *args)
 {
     const pkk_wg_args *a = args;
-    const int rows = pkk_wg_rows(a->cout), cin = a->cin, piece = pkk_wg_sw_piece(cin, PKK_WG_POINTS, a->u_floats);
+    const int rows = pkk_wg_rows(a->cout), cin = a->cin, used = (a->tn + PKK_WG_NR - 1) / PKK_WG_NR;
+    const int piece = pkk_wg_sw_piece(cin, PKK_WG_POINTS, used, a->u_floats);
+    const size_t part_floats = (size_t)used * PKK_WG_SW_PART, v_block = (size_t)cin * PKK_WG_NR;
     const size_t tap_stride = (size_t)rows * cin;
     const size_t v_stride = pkk_wg_v_stride((size_t)a->blocks, cin);
     const size_t m_stride = pkk_wg_m_stride((size_t)a->blocks, a->cout);
-    float *part = a->u + (size_t)thread * a->u_floats, *u = part + (size_t)PKK_WG_POINTS * PKK_WG_SW_PART;
+    float *part = a->u + (size_t)thread * a->u_floats, *u = part + PKK_WG_POINTS * part_floats;
     for (int c0 = 6 * (int)lo; c0 < 6 * (int)hi; c0 += PKK_WG_SW_COLS) {
         const int cn = 6 * (int)hi - c0 < PKK_WG_SW_COLS ? 6 * (int)hi - c0 : PKK_WG_SW_COLS;
         for (int k0 = 0; k0 < cin; k0 += piece) {
@@ -833,35 +860,32 @@ PKK_AVX512 static void pkk_wg_sw_products(long lo, long hi, int thread, const vo
             for (int p = 0; p < PKK_WG_POINTS; p++) {
                 const float *vp = a->v + (size_t)p * v_stride + (size_t)k0 * PKK_WG_NR;
                 const float *up = u + (size_t)p * kn * PKK_WG_SW_COLS;
-                float *pp = part + (size_t)p * PKK_WG_SW_PART;
-                for (int tb = 0; tb < PKK_WG_NR; tb += 8) {
-                    pkk_v16 c[8][3];
-                    for (int t = 0; t < 8; t++)
-                        for (int h = 0; h < 3; h++) {
-                            const float *sum = pp + (tb + t) * PKK_WG_SW_COLS + 16 * h;
-                            c[t][h] = k0 == 0 ? (pkk_v16){ 0 } : *(const pkk_v16 *)sum;
-                        }
-                    const float *bt = vp + tb, *ui = up;
-                    for (int i = 0; i < kn; i++, bt += PKK_WG_NR, ui += PKK_WG_SW_COLS) {
-                        const pkk_v16 u0 = *(const pkk_v16 *)ui, u1 = *(const pkk_v16 *)(ui + 16),
-                                      u2 = *(const pkk_v16 *)(ui + 32);
-                        for (int t = 0; t < 8; t++) {
-                            c[t][0] += bt[t] * u0;
-                            c[t][1] += bt[t] * u1;
-                            c[t][2] += bt[t] * u2;
-                        }
+                float *pp = part + (size_t)p * part_floats;
+                for (int tb = 0; tb < a->tn; tb += 8) {
+                    const float *bt = vp + (size_t)(tb / PKK_WG_NR) * v_block + tb % PKK_WG_NR;
+                    float *sums = pp + (size_t)tb * PKK_WG_SW_COLS;
+                    switch (a->tn - tb < 8 ? a->tn - tb : 8) {
+                    case 1: pkk_wg_sw_rows(1, kn, bt, up, k0 == 0, sums); break;
+                    case 2: pkk_wg_sw_rows(2, kn, bt, up, k0 == 0, sums); break;
+                    case 3: pkk_wg_sw_rows(3, kn, bt, up, k0 == 0, sums); break;
+                    case 4: pkk_wg_sw_rows(4, kn, bt, up, k0 == 0, sums); break;
+                    case 5: pkk_wg_sw_rows(5, kn, bt, up, k0 == 0, sums); break;
+                    case 6: pkk_wg_sw_rows(6, kn, bt, up, k0 == 0, sums); break;
+                    case 7: pkk_wg_sw_rows(7, kn, bt, up, k0 == 0, sums); break;
+                    default: pkk_wg_sw_rows(8, kn, bt, up, k0 == 0, sums); break;
                     }
-                    for (int t = 0; t < 8; t++)
-                        for (int h = 0; h < 3; h++) *(pkk_v16 *)(pp + (tb + t) * PKK_WG_SW_COLS + 16 * h) = c[t][h];
                 }
                 if (k0 + kn < cin) continue;
-                float *mp = a->m + (size_t)p * m_stride + (size_t)c0 * PKK_WG_NR;
-                for (int h = 0; h * 16 < cn; h++) {
-                    pkk_v16 r[16], col[16];
-                    for (int t = 0; t < 16; t++) r[t] = *(const pkk_v16 *)(pp + t * PKK_WG_SW_COLS + 16 * h);
-                    pkk_transpose16(r, col);
-                    for (int j = 0; j < 16 && 16 * h + j < cn; j++)
-                        *(pkk_v16 *)(mp + (size_t)(16 * h + j) * PKK_WG_NR) = col[j];
+                for (int b = 0; b < used; b++) {
+                    float *mp = a->m + (size_t)p * m_stride + ((size_t)b * rows + (size_t)c0) * PKK_WG_NR;
+                    const float *pb = pp + (size_t)b * PKK_WG_SW_PART;
+                    for (int h = 0; h * 16 < cn; h++) {
+                        pkk_v16 r[16], col[16];
+                        for (int t = 0; t < 16; t++) r[t] = *(const pkk_v16 *)(pb + t * PKK_WG_SW_COLS + 16 * h);
+                        pkk_transpose16(r, col);
+                        for (int j = 0; j < 16 && 16 * h + j < cn; j++)
+                            *(pkk_v16 *)(mp + (size_t)(16 * h + j) * PKK_WG_NR) = col[j];
+                    }
                 }
             }
         }
@@ -1450,8 +1474,8 @@ int pkk_conv3x3_winograd(const float *x, int cin, int batch, int h, int w, const
         const size_t out_work = (size_t)cout * a.tn * PKK_WG_POINTS;
         pkk_run(cin, in_work, avx512 ? pkk_wg_input_avx512 : pkk_wg_input, &a);
         const long sw_blocks = pkk_wg_rows(cout) / 6;
-        if (avx512 && a.tn <= PKK_WG_NR && pkk_winograd_block_rows(cout) == 6
-            && pkk_wg_sw_piece(cin, PKK_WG_POINTS, u_floats) > 0
+        if (avx512 && a.tn <= PKK_WG_SW_TILES && pkk_winograd_block_rows(cout) == 6
+            && pkk_wg_sw_piece(cin, PKK_WG_POINTS, (a.tn + PKK_WG_NR - 1) / PKK_WG_NR, u_floats) > 0
             && (size_t)pkk_run_threads(sw_blocks, in_work / PKK_WG_POINTS * cout) <= pkk_wg_u_threads(threads))
             pkk_run(sw_blocks, in_work / PKK_WG_POINTS * cout, pkk_wg_sw_products, &a);
         else

@@ -104,15 +104,17 @@ final class KernelWinogradTests: KernelTestCase {
         }
     }
 
-    func testOneBlockOfTilesWithManyChannels() {
-        // At most 16 tiles (4x4 maps of 16 and 9 images): with AVX-512 the
+    func testFewBlocksOfTilesWithManyChannels() {
+        // At most 32 tiles (4x4 maps of 16, 9 and 17 images: one block of
+        // tiles, or two with one tile in the second): with AVX-512 the
         // products run turned around, the threads splitting 25 register
         // blocks of output channels into groups of up to 8 (a last one of 1
         // to 5), the 160 input channels in pieces (59 per piece for 36 points
-        // in a 128 Ki-float buffer), the sums kept between pieces. Errors
-        // relative to the output's largest value: Winograd's rounding scales
-        // with the layer's magnitude, not with each output's.
-        let cases = [16, 9].map {
+        // in a 128 Ki-float buffer, 43 with two blocks), the sums kept
+        // between pieces. Errors relative to the output's largest value:
+        // Winograd's rounding scales with the layer's magnitude, not with
+        // each output's.
+        let cases = [16, 9, 17].map {
             ConvCase(cin: 160, cout: 150, batch: $0, h: 4, w: 4, kernel: 3, stride: 1, pad: 1, groups: 1, bias: true, residual: true, relu: true)
         }
         Self.forEachCase(cases) { c, input, expected, place in
