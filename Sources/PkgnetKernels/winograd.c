@@ -817,16 +817,24 @@ PKK_AVX512 static void pkk_wg_sw_transform(const float *s, size_t tap_stride, in
     else pkk_wg_sw_transform_blocks(s, tap_stride, cin, blocks, k0, kn, p0, p1, u);
 }
 
-/* sums[t][0..47] (+)= sum over i < kn of bt[16 i + t] u[48 i .. 48 i + 47]
- * for the nt (1 to 8, a constant where this is inlined) tiles t of a row
- * block: their broadcasts, 3 vectors of output channels, in order of i. */
+/* How pkk_wg_sw_rows treats the sums already in `sums`. */
+enum {
+    PKK_SW_FIRST,    /* none yet: sums = the products' sum */
+    PKK_SW_CONTINUE, /* the sum goes on from them, one chain over all pieces */
+    PKK_SW_ADD,      /* sums += the piece's own sum (summed from zero) */
+};
+
+/* The sums over i < kn of bt[16 i + t] u[48 i .. 48 i + 47] into
+ * sums[t][0..47] for the nt (1 to 8, a constant where this is inlined)
+ * tiles or pixels t of a row block: their broadcasts, 3 vectors of output
+ * channels, in order of i. */
 PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_rows(int nt, int kn, const float *bt,
-                                                                          const float *u, int first, float *sums)
+                                                                          const float *u, int mode, float *sums)
 {
     pkk_v16 c[8][3];
     for (int t = 0; t < nt; t++)
         for (int h = 0; h < 3; h++)
-            c[t][h] = first ? (pkk_v16){ 0 } : *(const pkk_v16 *)(sums + t * PKK_WG_SW_COLS + 16 * h);
+            c[t][h] = mode == PKK_SW_CONTINUE ? *(const pkk_v16 *)(sums + t * PKK_WG_SW_COLS + 16 * h) : (pkk_v16){ 0 };
     for (int i = 0; i < kn; i++, bt += PKK_WG_NR, u += PKK_WG_SW_COLS) {
         const pkk_v16 u0 = *(const pkk_v16 *)u, u1 = *(const pkk_v16 *)(u + 16), u2 = *(const pkk_v16 *)(u + 32);
         for (int t = 0; t < nt; t++) {
@@ -836,7 +844,10 @@ PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_rows(int 
         }
     }
     for (int t = 0; t < nt; t++)
-        for (int h = 0; h < 3; h++) *(pkk_v16 *)(sums + t * PKK_WG_SW_COLS + 16 * h) = c[t][h];
+        for (int h = 0; h < 3; h++) {
+            pkk_v16 *sum = (pkk_v16 *)(sums + t * PKK_WG_SW_COLS + 16 * h);
+            *sum = mode == PKK_SW_ADD ? *sum + c[t][h] : c[t][h];
+        }
 }
 
 /* The products of register blocks [lo, hi) (rows 6 lo to 6 hi) at every
@@ -861,18 +872,19 @@ PKK_AVX512 static void pkk_wg_sw_products(long lo, long hi, int thread, const vo
                 const float *vp = a->v + (size_t)p * v_stride + (size_t)k0 * PKK_WG_NR;
                 const float *up = u + (size_t)p * kn * PKK_WG_SW_COLS;
                 float *pp = part + (size_t)p * part_floats;
+                const int mode = k0 == 0 ? PKK_SW_FIRST : PKK_SW_CONTINUE;
                 for (int tb = 0; tb < a->tn; tb += 8) {
                     const float *bt = vp + (size_t)(tb / PKK_WG_NR) * v_block + tb % PKK_WG_NR;
                     float *sums = pp + (size_t)tb * PKK_WG_SW_COLS;
                     switch (a->tn - tb < 8 ? a->tn - tb : 8) {
-                    case 1: pkk_wg_sw_rows(1, kn, bt, up, k0 == 0, sums); break;
-                    case 2: pkk_wg_sw_rows(2, kn, bt, up, k0 == 0, sums); break;
-                    case 3: pkk_wg_sw_rows(3, kn, bt, up, k0 == 0, sums); break;
-                    case 4: pkk_wg_sw_rows(4, kn, bt, up, k0 == 0, sums); break;
-                    case 5: pkk_wg_sw_rows(5, kn, bt, up, k0 == 0, sums); break;
-                    case 6: pkk_wg_sw_rows(6, kn, bt, up, k0 == 0, sums); break;
-                    case 7: pkk_wg_sw_rows(7, kn, bt, up, k0 == 0, sums); break;
-                    default: pkk_wg_sw_rows(8, kn, bt, up, k0 == 0, sums); break;
+                    case 1: pkk_wg_sw_rows(1, kn, bt, up, mode, sums); break;
+                    case 2: pkk_wg_sw_rows(2, kn, bt, up, mode, sums); break;
+                    case 3: pkk_wg_sw_rows(3, kn, bt, up, mode, sums); break;
+                    case 4: pkk_wg_sw_rows(4, kn, bt, up, mode, sums); break;
+                    case 5: pkk_wg_sw_rows(5, kn, bt, up, mode, sums); break;
+                    case 6: pkk_wg_sw_rows(6, kn, bt, up, mode, sums); break;
+                    case 7: pkk_wg_sw_rows(7, kn, bt, up, mode, sums); break;
+                    default: pkk_wg_sw_rows(8, kn, bt, up, mode, sums); break;
                     }
                 }
                 if (k0 + kn < cin) continue;
@@ -924,24 +936,9 @@ PKK_AVX512 static void pkk_c16_range(long lo, long hi, int thread, const void *a
                 else pkk_wg_sw_gather(run, (size_t)6 * cin, cn / 6, v);
                 for (int h = 0; h < 3; h++) *(pkk_v16 *)(w + i * PKK_WG_SW_COLS + 16 * h) = v[h];
             }
-            for (int tb = 0; tb < PKK_WG_NR; tb += 8) {
-                pkk_v16 c[8][3] = { { { 0 } } };
-                const float *bt = a->col + (size_t)k0 * PKK_WG_NR + tb, *wi = w;
-                for (int i = 0; i < kn; i++, bt += PKK_WG_NR, wi += PKK_WG_SW_COLS) {
-                    const pkk_v16 w0 = *(const pkk_v16 *)wi, w1 = *(const pkk_v16 *)(wi + 16),
-                                  w2 = *(const pkk_v16 *)(wi + 32);
-                    for (int t = 0; t < 8; t++) {
-                        c[t][0] += bt[t] * w0;
-                        c[t][1] += bt[t] * w1;
-                        c[t][2] += bt[t] * w2;
-                    }
-                }
-                for (int t = 0; t < 8; t++)
-                    for (int h = 0; h < 3; h++) {
-                        pkk_v16 *sum = (pkk_v16 *)(part + (tb + t) * PKK_WG_SW_COLS + 16 * h);
-                        *sum = k0 == 0 ? c[t][h] : *sum + c[t][h];
-                    }
-            }
+            for (int tb = 0; tb < PKK_WG_NR; tb += 8)
+                pkk_wg_sw_rows(8, kn, a->col + (size_t)k0 * PKK_WG_NR + tb, w, k0 == 0 ? PKK_SW_FIRST : PKK_SW_ADD,
+                               part + tb * PKK_WG_SW_COLS);
         }
         for (int h = 0; h * 16 < cn; h++) {
             pkk_v16 r[16], out[16];
