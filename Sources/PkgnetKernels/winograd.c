@@ -779,13 +779,12 @@ PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_gather(co
     out[2] = __builtin_shufflevector(b45, b67, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 24, 25, 26, 27, 28, 29);
 }
 
-/* u[p - p0][i][0..47] = (G g G^T)[p] for input channels k0 + i, i < kn, of
- * the group's `blocks` register blocks from s (block j's (ci, r) at
- * s + j 6 cin + 6 ci + r, tap k tap_stride further): pkk_wg_transform's
- * arithmetic, element by element. */
+/* u[p][i][0..47] = (G g G^T)[p] for the 36 points p and input channels
+ * k0 + i, i < kn, of the group's `blocks` register blocks from s (block
+ * j's (ci, r) at s + j 6 cin + 6 ci + r, tap k tap_stride further):
+ * pkk_wg_transform's arithmetic, element by element. */
 PKK_AVX512 static inline __attribute__((always_inline)) void
-pkk_wg_sw_transform_blocks(const float *s, size_t tap_stride, int cin, int blocks, int k0, int kn, int p0, int p1,
-                           float *u)
+pkk_wg_sw_transform_blocks(const float *s, size_t tap_stride, int cin, int blocks, int k0, int kn, float *u)
 {
     const size_t point_stride = (size_t)kn * PKK_WG_SW_COLS, block_stride = (size_t)6 * cin;
     for (int i = 0; i < kn; i++) {
@@ -796,12 +795,10 @@ pkk_wg_sw_transform_blocks(const float *s, size_t tap_stride, int cin, int block
             pkk_v16 g[9], t[18], row[6];
             for (int k = 0; k < 9; k++) g[k] = taps[k][h];
             for (int c = 0; c < 3; c++) PKK_WG_G(pkk_v16, g + c, 3, t + c, 3);
-            for (int r = p0 / 6; r * 6 < p1; r++) {
+            for (int r = 0; r < 6; r++) {
                 PKK_WG_G(pkk_v16, t + 3 * r, 1, row, 1);
                 for (int j = 0; j < 6; j++) {
-                    const int p = r * 6 + j;
-                    if (p < p0 || p >= p1) continue;
-                    float *dst = u + (size_t)(p - p0) * point_stride + (size_t)i * PKK_WG_SW_COLS + 16 * h;
+                    float *dst = u + (size_t)(6 * r + j) * point_stride + (size_t)i * PKK_WG_SW_COLS + 16 * h;
                     *(pkk_v16 *)dst = row[j];
                 }
             }
@@ -811,10 +808,10 @@ pkk_wg_sw_transform_blocks(const float *s, size_t tap_stride, int cin, int block
 
 /* pkk_wg_sw_transform_blocks, with `blocks` a constant for whole groups. */
 PKK_AVX512 static void pkk_wg_sw_transform(const float *s, size_t tap_stride, int cin, int blocks, int k0, int kn,
-                                          int p0, int p1, float *u)
+                                          float *u)
 {
-    if (blocks == 8) pkk_wg_sw_transform_blocks(s, tap_stride, cin, 8, k0, kn, p0, p1, u);
-    else pkk_wg_sw_transform_blocks(s, tap_stride, cin, blocks, k0, kn, p0, p1, u);
+    if (blocks == 8) pkk_wg_sw_transform_blocks(s, tap_stride, cin, 8, k0, kn, u);
+    else pkk_wg_sw_transform_blocks(s, tap_stride, cin, blocks, k0, kn, u);
 }
 
 /* How pkk_wg_sw_rows treats the sums already in `sums`. */
@@ -867,7 +864,7 @@ PKK_AVX512 static void pkk_wg_sw_products(long lo, long hi, int thread, const vo
         const int cn = 6 * (int)hi - c0 < PKK_WG_SW_COLS ? 6 * (int)hi - c0 : PKK_WG_SW_COLS;
         for (int k0 = 0; k0 < cin; k0 += piece) {
             const int kn = cin - k0 < piece ? cin - k0 : piece;
-            pkk_wg_sw_transform(a->s + (size_t)c0 * cin, tap_stride, cin, cn / 6, k0, kn, 0, PKK_WG_POINTS, u);
+            pkk_wg_sw_transform(a->s + (size_t)c0 * cin, tap_stride, cin, cn / 6, k0, kn, u);
             for (int p = 0; p < PKK_WG_POINTS; p++) {
                 const float *vp = a->v + (size_t)p * v_stride + (size_t)k0 * PKK_WG_NR;
                 const float *up = u + (size_t)p * kn * PKK_WG_SW_COLS;
