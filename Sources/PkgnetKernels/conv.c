@@ -624,14 +624,12 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
                                               scratch, scratch_floats);
     }
     /* Blocks of 6 rows are the packed GEMM's own layout, tap by tap: s is
-     * read as it is, against an im2col in tap order. A tile of 16 columns
-     * (one cube's 4x4 maps, in layers too large for the swapped product) is
-     * one AVX-512 vector wide: its im2col [9 cin][16] is the panel the GEMM
-     * reads, in place, instead of copying it chunk by chunk on each thread
-     * (those layers alone: 1.08-1.14x). A call of just those 16 pixels goes
-     * to pkk_conv3x3_sixteen_pixels instead, turned around (the same bits on
-     * the w=64 model's 4x4 layers; the 512 -> 512 one alone 1.0-1.15x, the
-     * model at batch 1 1.014x). */
+     * read as it is, against an im2col in tap order. A call of 16 pixels
+     * (one cube's 4x4 maps, in layers too large to keep transposed) goes to
+     * pkk_conv3x3_sixteen_pixels instead, which reads its im2col in place
+     * and multiplies turned around (the same bits on the w=64 model's 4x4
+     * layers; the 512 -> 512 one alone 1.0-1.15x as fast as the GEMM reading
+     * that im2col as its panel, the model at batch 1 1.014x). */
     const size_t ncols = (size_t)batch * h * w;
     const size_t tile = pkk_packed_tile((size_t)9 * cin, ncols, scratch_floats);
     if (tile == 0) return 0;
@@ -639,11 +637,8 @@ int pkk_conv3x3_packed(const float *x, int cin, int batch, int h, int w, const f
         const int tn = (int)(ncols - c0 < tile ? ncols - c0 : tile);
         const pkk_im2col_args ia = { x, cin, batch, h, w, 3, 1, 1, h, w, c0, tn, scratch, 1 };
         pkk_im2col(&ia, 1);
-        if (pkk_use_avx512() && tn == 16 && ncols == 16 && ((uintptr_t)scratch & 63) == 0)
+        if (pkk_use_avx512() && tn == 16 && ncols == 16 && ((uintptr_t)scratch & 63) == 0) /* aligned vectors */
             pkk_conv3x3_sixteen_pixels(scratch, s, cin, cout, bias, residual, relu, y);
-        else if (pkk_use_avx512() && tn == 16 && ((uintptr_t)scratch & 63) == 0) /* the GEMM's panels are whole lines */
-            pkk_gemm_winograd_weights_panels(s, cout, tn, cin, scratch, y + c0, ncols, bias,
-                                             residual ? residual + c0 : NULL, relu);
         else
             pkk_gemm_winograd_weights(s, cout, tn, cin, scratch, (size_t)tn, y + c0, ncols, bias,
                                       residual ? residual + c0 : NULL, relu);

@@ -30,8 +30,7 @@
  *
  * A B laid out in such panels, whole columns of 64 ([vector][k][16]), is
  * read in place: a convolution's weights where the roles are swapped
- * (pkk_gemm_panels), and an im2col one vector wide
- * (pkk_gemm_winograd_weights_panels).
+ * (pkk_gemm_panels).
  *
  * Each thread owns a contiguous range of C's blocks (in that walk's order)
  * for the whole product and accumulates in C chunk after chunk: every
@@ -439,10 +438,4 @@ void pkk_gemm_winograd_weights(const float *s, int cout, int n, int cin, const f
                                size_t ldc, const float *bias, const float *residual, int relu)
 {
     pkk_gemm_run(s, cin, cout, n, 9 * cin, b, ldb, NULL, c, ldc, bias, residual, relu);
-}
-
-void pkk_gemm_winograd_weights_panels(const float *s, int cout, int n, int cin, const float *panels, float *c,
-                                      size_t ldc, const float *bias, const float *residual, int relu)
-{
-    pkk_gemm_run(s, cin, cout, n, 9 * cin, NULL, 0, panels, c, ldc, bias, residual, relu);
 }

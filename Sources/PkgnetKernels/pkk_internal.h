@@ -165,12 +165,6 @@ const float *pkk_weight_cache_get(struct pkk_weight_cache *cache, int slot, size
 void pkk_pack_pixels3x3(const float *x, int cin, int batch, int h, int w, float *a);
 const float *pkk_transposed_winograd_weights(struct pkk_weight_cache *cache, const float *s, int cout, int cin);
 void pkk_gemm_panels(const float *a, int m, int n, int k, const float *panels, float *c, size_t ldc);
-/* pkk_gemm_winograd_weights (AVX-512 only) with B [9 cin][n] kept in
- * panels, vector by vector ([n / 16][9 cin][16]; for n = 16, B itself),
- * read in place. */
-void pkk_gemm_winograd_weights_panels(const float *s, int cout, int n, int cin, const float *panels, float *c,
-                                      size_t ldc, const float *bias, const float *residual, int relu);
-
 /* y [cout][16] = act(W col + bias [+ residual]) for 16 pixels (one cube's
  * 4x4 map; AVX-512 only, output channels in blocks of 6 rows), col the
  * im2col [9 cin][16] in tap order (64-byte aligned), W read from S
