@@ -271,16 +271,17 @@ void pkk_parallel_tasks(long n, int workers, pkk_task_fn fn, void *ctx)
         for (long i = 0; i < n; i++) fn(i, 0, ctx);
         return;
     }
+    /* Tasks go to whichever worker is free, in order of i: on a shared host
+     * one vCPU is often slowed for a while, and a fixed half of the tasks
+     * then left the other worker waiting at the end. */
+    atomic_long next = 0;
 #pragma omp parallel num_threads(workers)
     {
         /* This implicit task's own ICV: the kernels a task calls open
          * one-thread regions (the enclosing thread's count is untouched). */
         omp_set_num_threads(1);
-        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const long q = n / nt, r = n % nt;
-        const long lo = t * q + (t < r ? t : r);
-        const long hi = lo + q + (t < r ? 1 : 0);
-        for (long i = lo; i < hi; i++) fn(i, (int)t, ctx);
+        const int t = omp_get_thread_num();
+        for (long i; (i = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < n;) fn(i, t, ctx);
     }
 }
 

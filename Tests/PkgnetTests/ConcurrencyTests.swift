@@ -93,8 +93,8 @@ final class ConcurrencyTests: XCTestCase {
         }
     }
 
-    /// Narrow models score micro-batches side by side, one half of the call
-    /// per thread: 40 cubes run as 2 x (10 + 10) on 2 threads and one after
+    /// Narrow models score micro-batches side by side, each pass on the next
+    /// free thread: 40 cubes run as 2 x (10 + 10) on 2 threads and one after
     /// another on one. A cube's scores must not depend on the thread count.
     func testSideBySideMicroBatchesMatchOneThread() throws {
         let model = try Model(path: Fixtures.randomModel().path)

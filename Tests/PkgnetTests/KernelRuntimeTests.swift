@@ -81,6 +81,30 @@ final class KernelRuntimeTests: KernelTestCase {
         pkk_set_error(nil)
         XCTAssertEqual(String(cString: pkk_last_error()), "")
     }
+
+    /// Tasks are handed to whichever worker is free: each index must run
+    /// exactly once, on a worker below the count asked for, whatever the
+    /// counts (none, fewer tasks than workers, more).
+    func testParallelTasksRunEachIndexOnce() {
+        for workers: Int32 in [1, 2, 3] {
+            for n in [0, 1, 2, 5, 17] {
+                // Two counters per task, [runs, worker]: raw memory, which
+                // the workers write at different indices without Swift's
+                // exclusivity checks on a shared array.
+                let slots = UnsafeMutablePointer<Int32>.allocate(capacity: 2 * max(n, 1))
+                defer { slots.deallocate() }
+                for i in 0..<n { slots[2 * i] = 0; slots[2 * i + 1] = -1 }
+                pkk_parallel_tasks(n, workers, { i, worker, context in
+                    let slots = context!.assumingMemoryBound(to: Int32.self)
+                    slots[2 * Int(i)] += 1
+                    slots[2 * Int(i) + 1] = worker
+                }, slots)
+                let runs = (0..<n).map { slots[2 * $0] }, used = (0..<n).map { slots[2 * $0 + 1] }
+                XCTAssertEqual(runs, [Int32](repeating: 1, count: n), "\(n) tasks on \(workers) workers")
+                XCTAssertTrue(used.allSatisfy { $0 >= 0 && $0 < workers }, "\(n) tasks on \(workers) workers: \(used)")
+            }
+        }
+    }
 }
 
 private final class SeenBox: @unchecked Sendable {

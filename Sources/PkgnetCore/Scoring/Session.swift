@@ -121,18 +121,8 @@ public final class Session: @unchecked Sendable {
                 }
                 return
             }
-            // Each thread a run of passes with about n / workers cubes: a
-            // pass goes to the thread whose share holds its middle cube.
-            var groups: [Range<Int>] = []
-            var first = 0
-            for w in 0..<workers {
-                var end = first
-                while end < sizes.count && (2 * starts[end] + sizes[end]) * workers < 2 * n * (w + 1) { end += 1 }
-                groups.append(first..<(w == workers - 1 ? sizes.count : end))
-                first = end
-            }
             try addWorkspaces(workers)
-            try scoreSideBySide(input, starts: starts, sizes: sizes, groups: groups, outputs: outputs)
+            try scoreSideBySide(input, starts: starts, sizes: sizes, workers: workers, outputs: outputs)
         }
     }
 
@@ -145,8 +135,8 @@ public final class Session: @unchecked Sendable {
     /// fast as in two passes of 9 + 8 and 10 + 10, for about 5 MiB more at
     /// peak), else in two near-equal passes rather than 16 and a lone few
     /// whose GEMMs are too narrow to use the cores. Models scored side by
-    /// side plan each half of the call so, one half per thread on two
-    /// threads.
+    /// side plan each half of the call so (the passes then go to whichever
+    /// thread is free).
     static func passSizes(_ n: Int, sideBySide: Bool) -> [Int] {
         if sideBySide && n >= 2 * minCubesPerWorker {
             return passSizes((n + 1) / 2, sideBySide: false) + passSizes(n / 2, sideBySide: false)
@@ -164,23 +154,22 @@ public final class Session: @unchecked Sendable {
         while workspaces.count < count { workspaces.append(try Workspace(scratchFloats: Workspace.narrowScratchFloats)) }
     }
 
-    /// What the threads of a side-by-side call share: thread w runs the
-    /// passes of groups[w], and each pass's error slot is written by the one
-    /// thread that runs the pass.
+    /// What the threads of a side-by-side call share: each pass is a task
+    /// that the next free thread takes, and its error slot is written by the
+    /// one thread that runs it.
     private final class SideBySide {
         let session: Session
         let input: CubeInput
         let outputs: ScoreOutputs
-        let starts: [Int], sizes: [Int], groups: [Range<Int>]
+        let starts: [Int], sizes: [Int]
         let errors: UnsafeMutableBufferPointer<Error?>
 
-        init(session: Session, input: CubeInput, outputs: ScoreOutputs, starts: [Int], sizes: [Int], groups: [Range<Int>]) {
+        init(session: Session, input: CubeInput, outputs: ScoreOutputs, starts: [Int], sizes: [Int]) {
             self.session = session
             self.input = input
             self.outputs = outputs
             self.starts = starts
             self.sizes = sizes
-            self.groups = groups
             errors = .allocate(capacity: starts.count)
             errors.initialize(repeating: nil)
         }
@@ -191,21 +180,19 @@ public final class Session: @unchecked Sendable {
         }
     }
 
-    private func scoreSideBySide(_ input: CubeInput, starts: [Int], sizes: [Int], groups: [Range<Int>], outputs: ScoreOutputs) throws {
-        let shared = SideBySide(session: self, input: input, outputs: outputs, starts: starts, sizes: sizes, groups: groups)
+    private func scoreSideBySide(_ input: CubeInput, starts: [Int], sizes: [Int], workers: Int, outputs: ScoreOutputs) throws {
+        let shared = SideBySide(session: self, input: input, outputs: outputs, starts: starts, sizes: sizes)
         let context = Unmanaged.passUnretained(shared).toOpaque()
         withExtendedLifetime(shared) {
-            pkk_parallel_tasks(groups.count, Int32(groups.count), { group, worker, context in
+            pkk_parallel_tasks(starts.count, Int32(workers), { pass, worker, context in
                 let shared = Unmanaged<SideBySide>.fromOpaque(context!).takeUnretainedValue()
                 let session = shared.session
-                for p in shared.groups[Int(group)] {
-                    do {
-                        try session.scoreMicroBatch(shared.input, start: shared.starts[p], batch: shared.sizes[p],
-                                                    outputs: shared.outputs, workspace: session.workspaces[Int(worker)])
-                    } catch {
-                        shared.errors[p] = error
-                        return
-                    }
+                let p = Int(pass)
+                do {
+                    try session.scoreMicroBatch(shared.input, start: shared.starts[p], batch: shared.sizes[p],
+                                                outputs: shared.outputs, workspace: session.workspaces[Int(worker)])
+                } catch {
+                    shared.errors[p] = error
                 }
             }, context)
         }

@@ -47,8 +47,8 @@ int pkk_default_threads(void);
 void pkk_set_threads(int threads);
 
 /* Runs fn(i, worker, ctx) for every i in [0, n) on up to `workers` OpenMP
- * threads, each taking a contiguous range of i in order, worker = its index;
- * the kernels a task calls run on that one thread. Batch parallelism: each
+ * threads, each taking the next i when it is free, worker = its index; the
+ * kernels a task calls run on that one thread. Batch parallelism: each
  * worker owns its buffers, and no sum depends on how tasks are shared. */
 typedef void (*pkk_task_fn)(long i, int worker, void *ctx);
 void pkk_parallel_tasks(long n, int workers, pkk_task_fn fn, void *ctx);
