@@ -790,7 +790,7 @@ PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_gather(co
 /* The gather reads 72 six-float runs per input channel (9 taps, 8 blocks),
  * whose strides are often multiples of 4 KiB (6 cin floats between blocks,
  * a tap's whole weights between taps): their lines then share a few L1
- * sets and left before the next channel, two floats on, could use them. So
+ * sets and left before the next channel, six floats on, could use them. So
  * the runs are first copied 8 channels (3 lines) at a time into a buffer,
  * whole lines read once, and gathered from there. Measured on Zen 4 (2
  * threads, 16 images, medians of 5 alternated runs): the 512 -> 512 layer
