@@ -800,10 +800,11 @@ PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_gather(co
  * runs at a time, not 72, and staged it was slower (0.9x): left as is. */
 #define PKK_WG_SW_STAGE 8
 
-/* dst[0 .. 6n) = run[0 .. 6n) for n <= PKK_WG_SW_STAGE channels. */
+/* dst[0 .. 6n) = run[0 .. 6n) for n <= PKK_WG_SW_STAGE channels (at most
+ * 48 floats: one mask bit each). */
 PKK_AVX512 static inline __attribute__((always_inline)) void pkk_wg_sw_stage(const float *run, int n, float *dst)
 {
-    const unsigned long long mask = n == PKK_WG_SW_STAGE ? ~0ULL : (1ULL << (6 * n)) - 1;
+    const unsigned long long mask = (1ULL << (6 * n)) - 1;
     for (int h = 0; h < 3; h++) {
         const __mmask16 m = (__mmask16)(mask >> (16 * h));
         _mm512_store_ps(dst + 16 * h, _mm512_maskz_loadu_ps(m, run + 16 * h));
